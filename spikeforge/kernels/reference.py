@@ -1,0 +1,134 @@
+"""Reference multi-step neuron kernel in plain PyTorch: the oracle every fused kernel is tested against.
+
+One kernel serves the whole IF / LIF / ParametricLIF family (and the STBP LIF), because they differ only in the
+charge coefficient ``decay`` (written d below). Per step t, with input X_t and the membrane V_{t-1}:
+
+    charge   H_t = V_{t-1} − d·(V_{t-1} − V_r) + c·X_t          c = d if decay_input else 1
+    fire     S_t = Θ(H_t − V_th)                               Θ(z) = 1[z ≥ 0]  (1[z > 0] if not fire_on_tie)
+    reset    V_t = H_t·(1 − S_r) + V_r·S_r    (hard, v_reset = V_r)
+             V_t = H_t − V_th·S_r            (soft, v_reset = None; V_r = 0 in the charge)
+             S_r = S_t, or S_t detached from the graph when detach_reset
+
+    IF:       d = 0                 H_t = V_{t-1} + X_t
+    LIF:      d = 1/τ               SpikingJelly's LIFNode (decay_input selects c)
+    PLIF:     d = sigmoid(w)        w learnable
+    STBP LIF: d = 1 − τ_stbp, c = 1, V_r = 0, strict >:  u_t = τ_stbp·u_{t−1}·(1 − o_{t−1}) + x_t
+
+Backward (reverse time) uses the surrogate derivative σ'(H_t − V_th) for ∂S_t/∂H_t:
+
+    ∂V_t/∂H_t = (1 − S_t) + (V_r − H_t)·σ'    hard reset (the σ' term is dropped when detach_reset)
+              = 1 − V_th·σ'                    soft reset (likewise)
+    gH_t = gS_t·σ' + gV_t·∂V_t/∂H_t,   gX_t = c·gH_t,   gV_{t−1} = (1 − d)·gH_t
+    g_d += Σ gH_t·(X_t·[decay_input] − (V_{t−1} − V_r))
+
+Saved for backward: H (the charged membrane, [T, ...]), from which S_t and V_t are recomputed; plus V_0 and X
+only when the gradient of d is needed (ParametricLIF).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import surrogate as _surrogate
+
+
+@dataclass(frozen=True)
+class NeuronSpec:
+    """The static part of a multi-step neuron pass (everything except the tensors and the decay)."""
+
+    v_threshold: float = 1.0
+    v_reset: float | None = 0.0
+    detach_reset: bool = False
+    decay_input: bool = True
+    surrogate_id: int = _surrogate.SIGMOID
+    surrogate_p0: float = 4.0
+    surrogate_p1: float = 0.0
+    fire_on_tie: bool = True
+
+    @property
+    def reset_value(self) -> float:
+        """V_r in the charge equation: v_reset, or 0 for soft reset."""
+        return 0.0 if self.v_reset is None else self.v_reset
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """State and arithmetic precision: float64 stays float64, everything else runs in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _fire(h: torch.Tensor, spec: NeuronSpec) -> torch.Tensor:
+    return (h >= spec.v_threshold) if spec.fire_on_tie else (h > spec.v_threshold)
+
+
+def _reset(h: torch.Tensor, spike: torch.Tensor, spec: NeuronSpec) -> torch.Tensor:
+    if spec.v_reset is None:
+        return h - spec.v_threshold * spike
+    return h * (1.0 - spike) + spec.v_reset * spike
+
+
+class ReferenceKernel:
+    """Plain-PyTorch loop over T. Works on any device and dtype; the numerical oracle."""
+
+    name = "reference"
+
+    @staticmethod
+    def is_available(device: torch.device) -> bool:
+        return True
+
+    @staticmethod
+    def forward(x_seq, v0, decay: float, spec: NeuronSpec, store_v_seq: bool, need_decay_grad: bool):
+        """x_seq [T, M], v0 [M] (float32/64) -> (spike_seq [T, M] in x's dtype, v_last, v_seq or None, saved)."""
+        cdt = compute_dtype(x_seq.dtype)
+        x = x_seq.to(cdt)
+        v = v0.to(cdt)
+        input_gain = decay if spec.decay_input else 1.0
+        v_r = spec.reset_value
+        h_seq = torch.empty_like(x)
+        spike_seq = torch.empty_like(x_seq)
+        v_seq = torch.empty_like(x) if store_v_seq else None
+        for t in range(x.shape[0]):
+            h = v - decay * (v - v_r) + input_gain * x[t] if decay != 0.0 else v + x[t]
+            spike = _fire(h, spec).to(cdt)
+            v = _reset(h, spike, spec)
+            h_seq[t] = h
+            spike_seq[t] = spike
+            if v_seq is not None:
+                v_seq[t] = v
+        saved = (h_seq, v0.to(cdt), x) if need_decay_grad else (h_seq,)
+        return spike_seq, v, v_seq, saved
+
+    @staticmethod
+    def backward(saved, grad_spike, grad_v_last, grad_v_seq, decay: float, spec: NeuronSpec,
+                 need_decay_grad: bool):
+        """Returns (grad_x [T, M], grad_v0 [M], grad_decay (0-d tensor) or None)."""
+        h_seq = saved[0]
+        cdt = h_seq.dtype
+        input_gain = decay if spec.decay_input else 1.0
+        v_r = spec.reset_value
+        vth = spec.v_threshold
+        grad_x = torch.empty_like(h_seq)
+        grad_v = grad_v_last.to(cdt) if grad_v_last is not None else torch.zeros_like(h_seq[0])
+        grad_decay = torch.zeros((), dtype=cdt, device=h_seq.device) if need_decay_grad else None
+        for t in range(h_seq.shape[0] - 1, -1, -1):
+            if grad_v_seq is not None:
+                grad_v = grad_v + grad_v_seq[t].to(cdt)
+            h = h_seq[t]
+            sg = _surrogate.derivative(spec.surrogate_id, h - vth, spec.surrogate_p0, spec.surrogate_p1)
+            spike = _fire(h, spec).to(cdt)
+            if spec.v_reset is None:
+                dv_dh_direct, dv_dspike = 1.0, -vth
+            else:
+                dv_dh_direct, dv_dspike = 1.0 - spike, spec.v_reset - h
+            grad_spike_total = grad_spike[t].to(cdt) if grad_spike is not None else torch.zeros_like(h)
+            if not spec.detach_reset:
+                grad_spike_total = grad_spike_total + grad_v * dv_dspike
+            grad_h = grad_spike_total * sg + grad_v * dv_dh_direct
+            grad_x[t] = input_gain * grad_h
+            if need_decay_grad:
+                v_prev = saved[1] if t == 0 else _reset(h_seq[t - 1], _fire(h_seq[t - 1], spec).to(cdt), spec)
+                x_term = saved[2][t] if spec.decay_input else 0.0
+                grad_decay = grad_decay + (grad_h * (x_term - (v_prev - v_r))).sum()
+            grad_v = (1.0 - decay) * grad_h
+        return grad_x, grad_v, grad_decay
