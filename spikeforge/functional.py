@@ -92,6 +92,7 @@ def _spec(v_threshold, v_reset, surrogate_function, detach_reset, decay_input, f
         surrogate_p0=p0,
         surrogate_p1=p1,
         fire_on_tie=fire_on_tie,
+        smooth=not surrogate_function.spiking,
     )
 
 

@@ -170,13 +170,14 @@ class _ThresholdDependentBatchNorm(nn.modules.batchnorm._BatchNorm):
         if self.affine:
             nn.init.constant_(self.weight, self.alpha * self.v_th)
 
-    def _check_input_dim(self, x):
-        if x.dim() - 1 not in self._expected_step_dims:
-            raise ValueError(f"{type(self).__name__} expects x_seq [T, N, C, ...] with "
-                             f"{[d + 1 for d in self._expected_step_dims]} dims, got shape {tuple(x.shape)}")
+    def _check_input_dim(self, x):  # called by BatchNorm on the folded [T·N, C, ...] tensor
+        if x.dim() not in self._expected_step_dims:
+            raise ValueError(f"{type(self).__name__} got a folded input of shape {tuple(x.shape)}")
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        self._check_input_dim(x_seq)
+        if x_seq.dim() - 1 not in self._expected_step_dims:
+            raise ValueError(f"{type(self).__name__} expects x_seq [T, N, C, ...] with "
+                             f"{[d + 1 for d in self._expected_step_dims]} dims, got shape {tuple(x_seq.shape)}")
         return F.seq_to_ann_forward(x_seq, super().forward)
 
     def extra_repr(self) -> str:

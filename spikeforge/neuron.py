@@ -135,6 +135,7 @@ class BaseNode(MemoryModule):
             surrogate_p0=p0,
             surrogate_p1=p1,
             fire_on_tie=self.fire_on_tie,
+            smooth=not self.surrogate_function.spiking,
         )
 
     def _run(self, x_seq: torch.Tensor, store_v_seq: bool):
@@ -257,7 +258,8 @@ class LIFSpike(nn.Module):
     def spec(self) -> NeuronSpec:
         kernel_id, p0, p1 = self.surrogate_function.kernel_params
         return NeuronSpec(v_threshold=self.v_th, v_reset=0.0, detach_reset=False, decay_input=False,
-                          surrogate_id=kernel_id, surrogate_p0=p0, surrogate_p1=p1, fire_on_tie=False)
+                          surrogate_id=kernel_id, surrogate_p0=p0, surrogate_p1=p1, fire_on_tie=False,
+                          smooth=not self.surrogate_function.spiking)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_seq = x.movedim(self.time_dim, 0) if self.time_dim != 0 else x

@@ -16,7 +16,7 @@ ATan(α=2)              (α/2) / (1 + (π/2·αx)²)                            
 PiecewiseQuadratic(1)  α − α²|x| for |x| ≤ 1/α, else 0                             piecewise quadratic
 PiecewiseExp(α=1)      (α/2)·exp(−α|x|)                                            ½e^{αx} (x<0), 1−½e^{−αx}
 SoftSign(α=2)          α / (2(1 + α|x|)²)                                          (softsign(αx) + 1)/2
-SuperSpike(α=1)        α / (1 + |x|)²                                              (no closed form used)
+SuperSpike(α=1)        α / (1 + |x|)²                                              αx/(1 + |x|) + 1/2
 Erf(α=2)               (α/√π)·exp(−α²x²)                                           erfc(−αx)/2
 Rect(α=1)              α·1[|x| < 0.5/α]                                            clamp(αx + ½, 0, 1)
 PiecewiseLeakyReLU     1/(2w) for |x| < w, else c  (w=1, c=0.01)                   leaky piecewise linear
@@ -64,6 +64,33 @@ def derivative(kernel_id: int, x: torch.Tensor, p0: float, p1: float = 0.0) -> t
     raise ValueError(f"kernel_id={kernel_id} is not a known surrogate id (0..{PIECEWISE_LEAKY_RELU})")
 
 
+def primitive(kernel_id: int, x: torch.Tensor, p0: float, p1: float = 0.0) -> torch.Tensor:
+    """g(x) of surrogate ``kernel_id``: the smooth function whose derivative :func:`derivative` returns."""
+    if kernel_id == SIGMOID:
+        return torch.sigmoid(p0 * x)
+    if kernel_id == ATAN:
+        return torch.atan(math.pi / 2.0 * p0 * x) / math.pi + 0.5
+    if kernel_id == PIECEWISE_QUADRATIC:
+        inside = -(p0 * p0) / 2.0 * x * x.abs() + p0 * x + 0.5
+        return torch.where(x > 1.0 / p0, torch.ones_like(x), torch.where(x < -1.0 / p0, torch.zeros_like(x), inside))
+    if kernel_id == PIECEWISE_EXP:
+        half_exp = 0.5 * torch.exp(-p0 * x.abs())
+        return torch.where(x < 0, half_exp, 1.0 - half_exp)
+    if kernel_id == SOFT_SIGN:
+        return (F.softsign(p0 * x) + 1.0) / 2.0
+    if kernel_id == SUPER_SPIKE:
+        # The exact antiderivative of α/(1 + |x|)², shifted so that g(0) = 1/2.
+        return p0 * x / (1.0 + x.abs()) + 0.5
+    if kernel_id == ERF:
+        return torch.erfc(-p0 * x) / 2.0
+    if kernel_id == RECT:
+        return torch.clamp(p0 * x + 0.5, 0.0, 1.0)
+    if kernel_id == PIECEWISE_LEAKY_RELU:
+        w, c = p0, p1
+        return torch.where(x < -w, c * x + c * w, torch.where(x > w, c * x - c * w + 1.0, x / (2.0 * w) + 0.5))
+    raise ValueError(f"kernel_id={kernel_id} is not a known surrogate id (0..{PIECEWISE_LEAKY_RELU})")
+
+
 class _HeavisideWithSurrogate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, kernel_id, p0, p1):
@@ -106,7 +133,8 @@ class SurrogateFunctionBase(nn.Module):
         return derivative(kernel_id, x, p0, p1)
 
     def primitive_function(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} has no closed-form primitive g(x)")
+        kernel_id, p0, p1 = self.kernel_params
+        return primitive(kernel_id, x, p0, p1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.spiking:
@@ -120,8 +148,6 @@ class Sigmoid(SurrogateFunctionBase):
     def __init__(self, alpha: float = 4.0, spiking: bool = True):
         super().__init__(alpha, spiking)
 
-    def primitive_function(self, x):
-        return torch.sigmoid(self.alpha * x)
 
 
 class ATan(SurrogateFunctionBase):
@@ -130,8 +156,6 @@ class ATan(SurrogateFunctionBase):
     def __init__(self, alpha: float = 2.0, spiking: bool = True):
         super().__init__(alpha, spiking)
 
-    def primitive_function(self, x):
-        return torch.atan(math.pi / 2.0 * self.alpha * x) / math.pi + 0.5
 
 
 class PiecewiseQuadratic(SurrogateFunctionBase):
@@ -140,10 +164,6 @@ class PiecewiseQuadratic(SurrogateFunctionBase):
     def __init__(self, alpha: float = 1.0, spiking: bool = True):
         super().__init__(alpha, spiking)
 
-    def primitive_function(self, x):
-        a = self.alpha
-        inside = -(a * a) / 2.0 * x * x.abs() + a * x + 0.5
-        return torch.where(x > 1.0 / a, torch.ones_like(x), torch.where(x < -1.0 / a, torch.zeros_like(x), inside))
 
 
 class PiecewiseExp(SurrogateFunctionBase):
@@ -152,9 +172,6 @@ class PiecewiseExp(SurrogateFunctionBase):
     def __init__(self, alpha: float = 1.0, spiking: bool = True):
         super().__init__(alpha, spiking)
 
-    def primitive_function(self, x):
-        half_exp = 0.5 * torch.exp(-self.alpha * x.abs())
-        return torch.where(x < 0, half_exp, 1.0 - half_exp)
 
 
 class SoftSign(SurrogateFunctionBase):
@@ -163,12 +180,10 @@ class SoftSign(SurrogateFunctionBase):
     def __init__(self, alpha: float = 2.0, spiking: bool = True):
         super().__init__(alpha, spiking)
 
-    def primitive_function(self, x):
-        return (F.softsign(self.alpha * x) + 1.0) / 2.0
 
 
 class SuperSpike(SurrogateFunctionBase):
-    """SuperSpike (Zenke & Ganguli 2018): g'(x) = α / (1 + |x|)². It has no primitive in common use."""
+    """SuperSpike (Zenke & Ganguli 2018): g'(x) = α / (1 + |x|)²; g(x) = αx/(1 + |x|) + 1/2."""
 
     kernel_id = SUPER_SPIKE
 
@@ -182,8 +197,6 @@ class Erf(SurrogateFunctionBase):
     def __init__(self, alpha: float = 2.0, spiking: bool = True):
         super().__init__(alpha, spiking)
 
-    def primitive_function(self, x):
-        return torch.erfc(-self.alpha * x) / 2.0
 
 
 class Rect(SurrogateFunctionBase):
@@ -192,8 +205,6 @@ class Rect(SurrogateFunctionBase):
     def __init__(self, alpha: float = 1.0, spiking: bool = True):
         super().__init__(alpha, spiking)
 
-    def primitive_function(self, x):
-        return torch.clamp(self.alpha * x + 0.5, 0.0, 1.0)
 
 
 class STBPRectangle(Rect):
@@ -229,15 +240,12 @@ class PiecewiseLeakyReLU(SurrogateFunctionBase):
     def extra_repr(self) -> str:
         return f"w={self.w}, c={self.c}, spiking={self.spiking}"
 
-    def primitive_function(self, x):
-        w, c = self.w, self.c
-        middle = x / (2.0 * w) + 0.5
-        return torch.where(x < -w, c * x + c * w, torch.where(x > w, c * x - c * w + 1.0, middle))
 
 
 __all__ = [
     "heaviside",
     "derivative",
+    "primitive",
     "SurrogateFunctionBase",
     "Sigmoid",
     "ATan",

@@ -84,7 +84,8 @@ def neuron_multi_step(
         decay_value = float(decay.detach())
     else:
         decay_param, decay_value = None, float(decay)
-    kernel = select_kernel(x_seq.device, backend)
+    # Fused kernels implement the Heaviside firing only; the smooth (spiking=False) variant is for analysis.
+    kernel = ReferenceKernel if spec.smooth else select_kernel(x_seq.device, backend)
     spike_seq, v_last, v_seq = _MultiStepNeuron.apply(
         x_flat, v_flat, decay_param, decay_value, spec, bool(store_v_seq), kernel
     )

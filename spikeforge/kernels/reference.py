@@ -21,6 +21,9 @@ Backward (reverse time) uses the surrogate derivative σ'(H_t − V_th) for ∂S
     gH_t = gS_t·σ' + gV_t·∂V_t/∂H_t,   gX_t = c·gH_t,   gV_{t−1} = (1 − d)·gH_t
     g_d += Σ gH_t·(X_t·[decay_input] − (V_{t−1} − V_r))
 
+With a surrogate in ``spiking=False`` mode (``spec.smooth``) S_t = g(H_t − V_th) replaces Θ everywhere, so the
+whole pass is differentiable and float64 ``gradcheck`` verifies every term of the backward above exactly.
+
 Saved for backward: H (the charged membrane, [T, ...]), from which S_t and V_t are recomputed; plus V_0 and X
 only when the gradient of d is needed (ParametricLIF).
 """
@@ -46,6 +49,7 @@ class NeuronSpec:
     surrogate_p0: float = 4.0
     surrogate_p1: float = 0.0
     fire_on_tie: bool = True
+    smooth: bool = False  # surrogate with spiking=False: S_t = g(H_t − V_th) instead of Θ (reference kernel only)
 
     @property
     def reset_value(self) -> float:
@@ -59,7 +63,10 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _fire(h: torch.Tensor, spec: NeuronSpec) -> torch.Tensor:
-    return (h >= spec.v_threshold) if spec.fire_on_tie else (h > spec.v_threshold)
+    """S = Θ(H − V_th) in H's dtype, or the smooth g(H − V_th) when ``spec.smooth``."""
+    if spec.smooth:
+        return _surrogate.primitive(spec.surrogate_id, h - spec.v_threshold, spec.surrogate_p0, spec.surrogate_p1)
+    return ((h >= spec.v_threshold) if spec.fire_on_tie else (h > spec.v_threshold)).to(h.dtype)
 
 
 def _reset(h: torch.Tensor, spike: torch.Tensor, spec: NeuronSpec) -> torch.Tensor:
@@ -90,7 +97,7 @@ class ReferenceKernel:
         v_seq = torch.empty_like(x) if store_v_seq else None
         for t in range(x.shape[0]):
             h = v - decay * (v - v_r) + input_gain * x[t] if decay != 0.0 else v + x[t]
-            spike = _fire(h, spec).to(cdt)
+            spike = _fire(h, spec)
             v = _reset(h, spike, spec)
             h_seq[t] = h
             spike_seq[t] = spike
@@ -116,7 +123,7 @@ class ReferenceKernel:
                 grad_v = grad_v + grad_v_seq[t].to(cdt)
             h = h_seq[t]
             sg = _surrogate.derivative(spec.surrogate_id, h - vth, spec.surrogate_p0, spec.surrogate_p1)
-            spike = _fire(h, spec).to(cdt)
+            spike = _fire(h, spec)
             if spec.v_reset is None:
                 dv_dh_direct, dv_dspike = 1.0, -vth
             else:
@@ -127,7 +134,7 @@ class ReferenceKernel:
             grad_h = grad_spike_total * sg + grad_v * dv_dh_direct
             grad_x[t] = input_gain * grad_h
             if need_decay_grad:
-                v_prev = saved[1] if t == 0 else _reset(h_seq[t - 1], _fire(h_seq[t - 1], spec).to(cdt), spec)
+                v_prev = saved[1] if t == 0 else _reset(h_seq[t - 1], _fire(h_seq[t - 1], spec), spec)
                 x_term = saved[2][t] if spec.decay_input else 0.0
                 grad_decay = grad_decay + (grad_h * (x_term - (v_prev - v_r))).sum()
             grad_v = (1.0 - decay) * grad_h
