@@ -1,0 +1,33 @@
+"""ANN -> SNN conversion by rate coding (Diehl et al. 2015, Rueckauer et al. 2017).
+
+``snn = Converter(dataloader=train_loader, mode='max')(ann)`` traces ``ann`` with ``torch.fx``, folds BatchNorm,
+calibrates one scale per ReLU-like activation and replaces each by soft-reset IF neurons between voltage
+scalers; ``evaluate(snn, test_loader, [8, 16, 32])`` gives the accuracy at several T from one simulation.
+"""
+
+from .converter import ConvertedSNN, Converter, UnsupportedNodeError, fold_batchnorm, trace
+from .evaluate import evaluate, plot_accuracy_vs_T
+from .modules import (
+    ChannelAffine,
+    ConversionIFNode,
+    IFActivation,
+    MembraneReadout,
+    SpikingMaxPool,
+    VoltageScaler,
+)
+
+__all__ = [
+    "Converter",
+    "ConvertedSNN",
+    "UnsupportedNodeError",
+    "fold_batchnorm",
+    "trace",
+    "evaluate",
+    "plot_accuracy_vs_T",
+    "VoltageScaler",
+    "ConversionIFNode",
+    "IFActivation",
+    "SpikingMaxPool",
+    "MembraneReadout",
+    "ChannelAffine",
+]
