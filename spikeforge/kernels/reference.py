@@ -90,13 +90,17 @@ class ReferenceKernel:
         cdt = compute_dtype(x_seq.dtype)
         x = x_seq.to(cdt)
         v = v0.to(cdt)
-        input_gain = decay if spec.decay_input else 1.0
         v_r = spec.reset_value
         h_seq = torch.empty_like(x)
         spike_seq = torch.empty_like(x_seq)
         v_seq = torch.empty_like(x) if store_v_seq else None
         for t in range(x.shape[0]):
-            h = v - decay * (v - v_r) + input_gain * x[t] if decay != 0.0 else v + x[t]
+            if decay == 0.0:
+                h = v + x[t]
+            elif spec.decay_input:
+                h = v + (x[t] - (v - v_r)) * decay
+            else:
+                h = v - (v - v_r) * decay + x[t]
             spike = _fire(h, spec)
             v = _reset(h, spike, spec)
             h_seq[t] = h
@@ -112,7 +116,6 @@ class ReferenceKernel:
         """Returns (grad_x [T, M], grad_v0 [M], grad_decay (0-d tensor) or None)."""
         h_seq = saved[0]
         cdt = h_seq.dtype
-        input_gain = decay if spec.decay_input else 1.0
         v_r = spec.reset_value
         vth = spec.v_threshold
         grad_x = torch.empty_like(h_seq)
@@ -124,18 +127,20 @@ class ReferenceKernel:
             h = h_seq[t]
             sg = _surrogate.derivative(spec.surrogate_id, h - vth, spec.surrogate_p0, spec.surrogate_p1)
             spike = _fire(h, spec)
+            # ∂V_t/∂H_t, the surrogate path through S_r included unless detach_reset
             if spec.v_reset is None:
-                dv_dh_direct, dv_dspike = 1.0, -vth
+                reset_grad = 1.0 if spec.detach_reset else 1.0 - vth * sg
             else:
-                dv_dh_direct, dv_dspike = 1.0 - spike, spec.v_reset - h
-            grad_spike_total = grad_spike[t].to(cdt) if grad_spike is not None else torch.zeros_like(h)
-            if not spec.detach_reset:
-                grad_spike_total = grad_spike_total + grad_v * dv_dspike
-            grad_h = grad_spike_total * sg + grad_v * dv_dh_direct
-            grad_x[t] = input_gain * grad_h
+                reset_grad = 1.0 - spike
+                if not spec.detach_reset:
+                    reset_grad = reset_grad + (spec.v_reset - h) * sg
+            grad_h = grad_v * reset_grad
+            if grad_spike is not None:
+                grad_h = grad_spike[t].to(cdt) * sg + grad_h
+            grad_x[t] = grad_h * decay if spec.decay_input and decay != 0.0 else grad_h
             if need_decay_grad:
                 v_prev = saved[1] if t == 0 else _reset(h_seq[t - 1], _fire(h_seq[t - 1], spec), spec)
                 x_term = saved[2][t] if spec.decay_input else 0.0
                 grad_decay = grad_decay + (grad_h * (x_term - (v_prev - v_r))).sum()
-            grad_v = (1.0 - decay) * grad_h
+            grad_v = grad_h - grad_h * decay
         return grad_x, grad_v, grad_decay
