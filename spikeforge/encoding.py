@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from . import functional as F
-from .neuron import MemoryModule
+from .base import MemoryModule
 
 
 def _check_input(x: torch.Tensor, name: str = "x") -> torch.Tensor:

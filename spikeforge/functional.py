@@ -14,18 +14,11 @@ import torch
 import torch.nn as nn
 
 from . import surrogate as _surrogate
+from .base import check_step_mode
 from .kernels import NeuronSpec, compute_dtype, neuron_multi_step
-
-STEP_MODES = ("s", "m")
 
 
 # --------------------------------------------------------------------------------------------- validation
-def check_step_mode(step_mode: str) -> str:
-    if step_mode not in STEP_MODES:
-        raise ValueError(f"step_mode must be 's' (single-step) or 'm' (multi-step), got {step_mode!r}")
-    return step_mode
-
-
 def check_threshold(v_threshold: float) -> float:
     v_threshold = float(v_threshold)
     if not math.isfinite(v_threshold):
@@ -168,7 +161,7 @@ def plif_multi_step(
 
 # ------------------------------------------------------------------------------------ network helpers
 def _memory_modules(net: nn.Module) -> Iterable[nn.Module]:
-    from .neuron import MemoryModule
+    from .base import MemoryModule
 
     for module in net.modules():
         if isinstance(module, MemoryModule) or (

@@ -15,19 +15,11 @@ import torch.nn as nn
 import torch.nn.functional as torch_F
 
 from . import functional as F
-from .neuron import MemoryModule
+from .base import MemoryModule, StepModule
 
 
-class StepModule:
-    """Mixin giving a stateless ``torch.nn`` layer a validated ``step_mode``; 'm' folds T into the batch."""
-
-    @property
-    def step_mode(self) -> str:
-        return self._step_mode
-
-    @step_mode.setter
-    def step_mode(self, value: str) -> None:
-        self._step_mode = F.check_step_mode(value)
+class StatelessStepModule(StepModule):
+    """Mixin for a stateless ``torch.nn`` layer: 's' is the plain layer, 'm' folds T into the batch."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.step_mode == "s":
@@ -48,12 +40,12 @@ def _step_layer(base: type[nn.Module]) -> type[nn.Module]:
         base.__init__(self, *args, **kwargs)
         self.step_mode = step_mode
 
-    cls = type(base.__name__, (StepModule, base), {"__init__": __init__, "__module__": __name__,
+    cls = type(base.__name__, (StatelessStepModule, base), {"__init__": __init__, "__module__": __name__,
                                                    "__doc__": f"``torch.nn.{base.__name__}`` with ``step_mode``."})
     return cls
 
 
-class Linear(StepModule, nn.Linear):
+class Linear(StatelessStepModule, nn.Linear):
     """``torch.nn.Linear`` with ``step_mode``; in 'm' mode it runs on [T, N, F] directly (one matmul for all T)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, step_mode: str = "s", **kwargs):
@@ -84,7 +76,7 @@ GroupNorm = _step_layer(nn.GroupNorm)
 Upsample = _step_layer(nn.Upsample)
 
 
-class Flatten(StepModule, nn.Flatten):
+class Flatten(StatelessStepModule, nn.Flatten):
     """``torch.nn.Flatten`` with ``step_mode``; in 'm' mode it flattens each time step ([T, N, ...] → [T, N, F])."""
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1, step_mode: str = "s"):
@@ -262,7 +254,7 @@ class tdLayer(nn.Module):  # noqa: N801 - the STBP name
 
 
 __all__ = [
-    "StepModule", "Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d",
+    "StatelessStepModule", "Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose2d", "MaxPool1d", "MaxPool2d",
     "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d",
     "AdaptiveAvgPool3d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "GroupNorm", "Upsample", "Flatten",
     "Dropout", "Dropout2d", "SeqToANNContainer", "MultiStepContainer", "ThresholdDependentBatchNorm1d",
