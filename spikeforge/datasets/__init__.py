@@ -1,0 +1,10 @@
+"""Data sets read from their original files, with no torchvision dependency.
+
+``MNIST`` and ``FashionMNIST`` read the four gzip'd IDX files, check their md5 against the published
+sums, and give either a ``torch.utils.data.Dataset`` (``train=``, ``transform=``) or, through
+``as_tensors()``, the whole split as two tensors, which is what the fast training loops use.
+"""
+
+from .mnist import MNIST, DatasetFileError, FashionMNIST, read_idx
+
+__all__ = ["MNIST", "FashionMNIST", "DatasetFileError", "read_idx"]

@@ -1,0 +1,238 @@
+"""Plots of spikes, membrane potentials, feature maps and training curves (extra ``viz``: matplotlib).
+
+The signatures follow SpikingJelly's ``visualizing`` module: arrays are time-first (``[T, N]``), each
+function accepts numpy arrays or tensors and returns the figure and its axes. matplotlib is imported
+only when a function is called; if pyplot is not loaded yet the non-interactive Agg backend is selected,
+so plotting works on headless machines (call ``matplotlib.use(...)`` first to choose another).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "plot_1d_spikes",
+    "plot_2d_heatmap",
+    "plot_one_neuron_v_s",
+    "plot_2d_feature_map",
+    "plot_training_curves",
+    "save_run_plots",
+]
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError("spikeforge.visualizing needs matplotlib: pip install 'spikeforge[viz]'") from e
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _as_array(x, name: str, ndim: int) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-d array, got shape {x.shape}")
+    if x.size == 0:
+        raise ValueError(f"{name} is empty (shape {x.shape})")
+    return x
+
+
+def _integer_ticks(axis, enabled: bool):
+    if enabled:
+        from matplotlib.ticker import MaxNLocator
+
+        axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def plot_1d_spikes(spikes, title: str, xlabel: str, ylabel: str, int_x_ticks: bool = True,
+                   int_y_ticks: bool = True, plot_firing_rate: bool = True,
+                   firing_rate_map_title: str = "firing rate", figsize: tuple[float, float] = (12, 8),
+                   dpi: int = 200):
+    """Raster of ``spikes`` ``[T, N]`` (one row per neuron, a mark per spike) and, on the right, each
+    neuron's firing rate (spikes / T) as a bar. Returns ``(fig, raster_axes)``."""
+    spikes = _as_array(spikes, "spikes", 2)
+    if not np.isin(spikes, (0, 1)).all():
+        raise ValueError("spikes must hold only 0 and 1")
+    plt = _pyplot()
+    T, N = spikes.shape
+    fig = plt.figure(figsize=figsize, dpi=dpi)
+    if plot_firing_rate:
+        grid = fig.add_gridspec(1, 2, width_ratios=[5, 1], wspace=0.05)
+        ax = fig.add_subplot(grid[0])
+        ax_rate = fig.add_subplot(grid[1], sharey=ax)
+    else:
+        ax = fig.add_subplot(1, 1, 1)
+    t_idx, n_idx = np.nonzero(spikes)
+    ax.scatter(t_idx, n_idx, marker="|", s=max(20.0, 2000.0 / max(N, 1)), linewidths=1.5, color="black")
+    ax.set_xlim(-0.5, T - 0.5)
+    ax.set_ylim(-0.5, N - 0.5)
+    ax.invert_yaxis()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    _integer_ticks(ax.xaxis, int_x_ticks)
+    _integer_ticks(ax.yaxis, int_y_ticks)
+    if plot_firing_rate:
+        rate = spikes.mean(axis=0)
+        ax_rate.barh(np.arange(N), rate, color="tab:blue", height=0.7)
+        for i, r in enumerate(rate):
+            ax_rate.text(r, i, f" {r:.2f}", va="center", fontsize=8)
+        ax_rate.set_xlim(0, max(1.0, float(rate.max())) * 1.35)
+        ax_rate.set_title(firing_rate_map_title)
+        ax_rate.set_xlabel("spikes / step")
+        ax_rate.tick_params(labelleft=False)
+    return fig, ax
+
+
+def plot_2d_heatmap(array, title: str, xlabel: str, ylabel: str, int_x_ticks: bool = True,
+                    int_y_ticks: bool = True, plot_colorbar: bool = True, colorbar_y_label: str = "magnitude",
+                    x_max: float | None = None, figsize: tuple[float, float] = (12, 8), dpi: int = 200):
+    """Heat map of ``array`` ``[T, N]`` with time on the x axis and one row per neuron (e.g. membrane
+    potential). ``x_max`` relabels the x axis as running from 0 to ``x_max``. Returns ``(fig, ax)``."""
+    array = _as_array(array, "array", 2)
+    plt = _pyplot()
+    T, N = array.shape
+    fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
+    extent = None if x_max is None else [-0.5, x_max, N - 0.5, -0.5]
+    image = ax.imshow(array.T, aspect="auto", interpolation="nearest", cmap="viridis", extent=extent)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    _integer_ticks(ax.xaxis, int_x_ticks)
+    _integer_ticks(ax.yaxis, int_y_ticks)
+    if plot_colorbar:
+        bar = fig.colorbar(image, ax=ax)
+        bar.ax.set_ylabel(colorbar_y_label, rotation=90)
+    return fig, ax
+
+
+def plot_one_neuron_v_s(v, s, v_threshold: float = 1.0, v_reset: float | None = 0.0,
+                        title: str = "$V[t]$ and $S[t]$ of the neuron", figsize: tuple[float, float] = (12, 8),
+                        dpi: int = 200):
+    """Membrane ``v`` ``[T]`` with the threshold (and reset) lines above, spikes ``s`` ``[T]`` below.
+    Returns ``(fig, ax_v, ax_s)``."""
+    v = _as_array(v, "v", 1)
+    s = _as_array(s, "s", 1)
+    if v.shape != s.shape:
+        raise ValueError(f"v and s must have the same length, got {v.shape} and {s.shape}")
+    plt = _pyplot()
+    T = v.shape[0]
+    fig, (ax_v, ax_s) = plt.subplots(2, 1, figsize=figsize, dpi=dpi, sharex=True,
+                                     gridspec_kw={"height_ratios": [3, 1]})
+    t = np.arange(T)
+    ax_v.plot(t, v, marker=".", label="$V[t]$")
+    ax_v.axhline(v_threshold, color="tab:red", linestyle="--", label="$V_{threshold}$")
+    if v_reset is not None:
+        ax_v.axhline(v_reset, color="tab:gray", linestyle=":", label="$V_{reset}$")
+    ax_v.set_title(title)
+    ax_v.set_ylabel("membrane potential")
+    ax_v.legend(loc="upper right")
+    fired = np.nonzero(s)[0]
+    ax_s.eventplot(fired, lineoffsets=0.5, linelengths=1.0, colors="black")
+    ax_s.set_ylim(0, 1)
+    ax_s.set_yticks([])
+    ax_s.set_ylabel("$S[t]$")
+    ax_s.set_xlabel("time step t")
+    ax_s.set_xlim(-0.5, T - 0.5)
+    _integer_ticks(ax_s.xaxis, True)
+    return fig, ax_v, ax_s
+
+
+def plot_2d_feature_map(x3d, nrows: int, ncols: int, space: int, title: str,
+                        figsize: tuple[float, float] = (12, 8), dpi: int = 200):
+    """Tile the ``C`` channels of ``x3d`` ``[C, H, W]`` into an ``nrows x ncols`` grid separated by
+    ``space`` pixels (filled with the maximum). Returns ``(fig, ax)``."""
+    x3d = _as_array(x3d, "x3d", 3)
+    C, H, W = x3d.shape
+    if nrows < 1 or ncols < 1 or nrows * ncols != C:
+        raise ValueError(f"nrows * ncols must equal the number of channels {C}, got {nrows} x {ncols}")
+    if space < 0:
+        raise ValueError(f"space must be >= 0, got {space}")
+    plt = _pyplot()
+    canvas = np.full(((H + space) * nrows, (W + space) * ncols), float(x3d.max()))
+    for c in range(C):
+        r, q = divmod(c, ncols)
+        top, left = r * (H + space) + space // 2, q * (W + space) + space // 2
+        canvas[top:top + H, left:left + W] = x3d[c]
+    fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
+    ax.imshow(canvas, cmap="gray", interpolation="nearest")
+    ax.set_title(title)
+    ax.axis("off")
+    return fig, ax
+
+
+def plot_training_curves(records: Sequence[dict] | str | os.PathLike, title: str = "training curves",
+                         figsize: tuple[float, float] = (12, 5), dpi: int = 150):
+    """Loss and accuracy per epoch, train and test, from ``metrics.jsonl`` records (or its path).
+    Returns ``(fig, (ax_loss, ax_acc))``."""
+    if isinstance(records, (str, os.PathLike)):
+        from .training import read_metrics
+
+        records = read_metrics(records)
+    if not records:
+        raise ValueError("records is empty: no epoch has been recorded yet")
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in records]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=figsize, dpi=dpi)
+    marker = "o" if len(epochs) < 30 else None
+    for ax, key, label in ((ax_loss, "loss", "MSE loss"), (ax_acc, "acc", "accuracy")):
+        for split, style in (("train", "-"), ("test", "--")):
+            values = [r[f"{split}_{key}"] for r in records]
+            ax.plot(epochs, values, style, marker=marker, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        _integer_ticks(ax.xaxis, True)
+    best = max(records, key=lambda r: r["test_acc"])
+    ax_acc.annotate(f"best test {best['test_acc']:.2%}\n(epoch {best['epoch']})",
+                    xy=(best["epoch"], best["test_acc"]), xytext=(0.55, 0.15), textcoords="axes fraction",
+                    arrowprops={"arrowstyle": "->"})
+    ax_loss.set_title("loss")
+    ax_acc.set_title("accuracy")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig, (ax_loss, ax_acc)
+
+
+def save_run_plots(out_dir: str | os.PathLike, v_t_array, s_t_array, label: int | None = None,
+                   v_threshold: float = 1.0, metrics_path: str | os.PathLike | None = None) -> list[Path]:
+    """The three pictures a training example leaves behind: ``spikes.png`` (output raster and firing
+    rates), ``membrane.png`` (output membrane heat map) for one test image, and ``curves.png``."""
+    plt = _pyplot()
+    out_dir = Path(out_dir)
+    about = "" if label is None else f" (test image 0, label {label})"
+    written = []
+    fig, _ = plot_1d_spikes(s_t_array, f"output spikes{about}", "time step t", "output neuron (class)",
+                            figsize=(10, 5), dpi=120)
+    written.append(_save(fig, out_dir / "spikes.png", plt))
+    fig, ax = plot_2d_heatmap(v_t_array, f"output membrane potential V[t] after reset{about}", "time step t",
+                              "output neuron (class)", colorbar_y_label=f"V[t] (threshold {v_threshold:g})",
+                              figsize=(10, 5), dpi=120)
+    written.append(_save(fig, out_dir / "membrane.png", plt))
+    metrics_path = Path(metrics_path) if metrics_path is not None else out_dir / "metrics.jsonl"
+    if metrics_path.is_file():
+        from .training import read_metrics
+
+        records = read_metrics(metrics_path)
+        if records:
+            fig, _ = plot_training_curves(records, title=f"training curves ({out_dir.name})")
+            written.append(_save(fig, out_dir / "curves.png", plt))
+    return written
+
+
+def _save(fig, path: Path, plt) -> Path:
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
