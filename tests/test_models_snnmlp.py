@@ -82,6 +82,32 @@ def test_group_lif_short_axis_passes_through():
     assert dtau.item() == 0.0 and dvth.item() == 0.0
 
 
+def test_group_lif_infinite_inputs():
+    # lif=2, tau=0.5, Vth=0: [+inf, 1 | -inf, 0.5]
+    #   +inf fires (y=inf) and resets, so the next step sees u = 0*tau + 1 = 1 -> fires, y=1
+    #   -inf does not fire (y=Vth=0) and carries -inf: u = 0.5*-inf + 0.5 = -inf -> y=0
+    for grad_enabled in (True, False):
+        with torch.set_grad_enabled(grad_enabled):
+            y = group_lif(torch.tensor([[[[float("inf"), 1.0, float("-inf"), 0.5]]]]), 0.5, 0.0, 2, 3)
+        assert y.flatten().tolist() == [float("inf"), 1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("lif", [1, 2, 3, 4, 5])
+def test_group_lif_inference_and_training_paths_agree(lif):
+    # Without autograd an in-place implementation runs; it must give bit-identical outputs, ties included.
+    gen = torch.Generator().manual_seed(lif)
+    x = torch.randint(-8, 9, (2, 3, 11, 13), generator=gen).float() / 8  # dyadic: many exact ties
+    for dim in (2, 3):
+        tau = torch.tensor([0.5], requires_grad=True)
+        vth = torch.tensor([0.25], requires_grad=True)
+        trained = group_lif(x, tau, vth, lif, dim)
+        assert trained.requires_grad
+        with torch.inference_mode():
+            inferred = group_lif(x, tau, vth, lif, dim)
+        assert torch.equal(trained.detach(), inferred)
+        assert torch.equal(group_lif(x.double(), 0.5, 0.25, lif, dim), inferred.double())
+
+
 def test_group_lif_lines_are_independent():
     # Along H each (n, c, w) column is its own line: compare a batch against running its columns one at a time.
     gen = torch.Generator().manual_seed(3)
@@ -180,6 +206,8 @@ def test_model_logits_and_stages_match_reference(vectors):
         model.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: stages.__setitem__(name, o))
     logits = model(vectors["input"])
     torch.testing.assert_close(logits, vectors["output"], atol=1e-5, rtol=1e-5)
+    with torch.inference_mode():  # the in-place inference implementation of the LIF
+        torch.testing.assert_close(model(vectors["input"]), vectors["output"], atol=1e-5, rtol=1e-5)
     for name, expected in vectors["stage_outputs"].items():
         torch.testing.assert_close(stages[name], expected, atol=1e-4, rtol=1e-4, msg=name)
 

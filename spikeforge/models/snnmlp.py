@@ -87,20 +87,63 @@ def group_lif(x: torch.Tensor, tau, v_th, lif: int, dim: int) -> torch.Tensor:
     compute_dtype = torch.promote_types(x.dtype, torch.float32)
     tau = torch.as_tensor(tau, device=x.device).to(compute_dtype)
     v_th = torch.as_tensor(v_th, device=x.device).to(compute_dtype)
+    if torch.is_grad_enabled() and (x.requires_grad or tau.requires_grad or v_th.requires_grad):
+        return _group_lif_autograd(x, tau, v_th, lif, dim, n_groups, compute_dtype)
+    return _group_lif_inplace(x, tau, v_th, lif, dim, n_groups, compute_dtype)
 
-    grouped_len = n_groups * lif
-    body = x.narrow(dim, 0, grouped_len).to(compute_dtype).unflatten(dim, (n_groups, lif))
+
+# Both implementations select with float masks and clamps instead of boolean ``where``: boolean selects are
+# several times slower than arithmetic on CPU, and these forms stay exact for every finite or infinite input:
+#   y       = max(u, V_th) * s + V_th * (1 - s)      (= u if fired, V_th otherwise)
+#   o_{j+1} = min(u, V_th) * (1 - s)                 (= u if not fired, 0 otherwise; min() keeps +inf * 0 away)
+# Their autograd matches the reference at ties too: clamp(min=V_th) passes the gradient to u only where u >= V_th,
+# which is multiplied by s (u > V_th), and clamp(max=V_th) passes it to u where u <= V_th, i.e. exactly 1 - s.
+
+
+def _steps_first(x, dim, n_groups, lif, compute_dtype):
+    """The grouped part of ``x`` as a contiguous ``[lif, ...]`` tensor: step ``j`` of every group is ``[j]``.
+
+    Elementwise ops on contiguous steps are several times faster than on the stride-``lif`` views of the
+    original layout, which pays for this one copy (it also does the float32 upcast)."""
+    grouped = x.narrow(dim, 0, n_groups * lif).unflatten(dim, (n_groups, lif)).movedim(dim + 1, 0)
+    return grouped.to(compute_dtype, memory_format=torch.contiguous_format, copy=True)
+
+
+def _group_lif_autograd(x, tau, v_th, lif, dim, n_groups, compute_dtype):
+    length, grouped_len = x.shape[dim], n_groups * lif
+    steps = _steps_first(x, dim, n_groups, lif, compute_dtype)
     outputs = []
     carried = None  # o_j: the membrane handed to step j, already zeroed where step j-1 fired
-    for x_j in body.unbind(dim + 1):
-        u = x_j if carried is None else tau * carried + x_j
-        fired = (u > v_th).detach()
-        outputs.append(torch.where(fired, u, v_th))
-        carried = torch.where(fired, torch.zeros_like(u), u)
-    y = torch.stack(outputs, dim + 1).flatten(dim, dim + 1).to(x.dtype)
+    for j in range(lif):
+        u = steps[j] if carried is None else torch.addcmul(steps[j], carried, tau)
+        rest = torch.le(u.detach(), v_th.detach()).to(compute_dtype)  # 1 - s_j, a constant for autograd
+        outputs.append(u.clamp(min=v_th) * (1.0 - rest) + v_th * rest)
+        if j < lif - 1:
+            carried = u.clamp(max=v_th) * rest
+    y = torch.stack(outputs).movedim(0, dim + 1).flatten(dim, dim + 1).to(x.dtype)
     if grouped_len == length:
         return y
     return torch.cat([y, x.narrow(dim, grouped_len, length - grouped_len)], dim)
+
+
+def _group_lif_inplace(x, tau, v_th, lif, dim, n_groups, compute_dtype):
+    # Inference: update the contiguous steps in place, then scatter them back next to the untouched tails.
+    steps = _steps_first(x, dim, n_groups, lif, compute_dtype)
+    rest, carried = torch.empty_like(steps[0]), torch.empty_like(steps[0])
+    for j in range(lif):
+        u = steps[j]
+        if j > 0:
+            u.addcmul_(carried, tau)
+        if j < lif - 1:
+            torch.le(u, v_th, out=rest)
+            torch.clamp(u, max=v_th, out=carried).mul_(rest)
+        u.clamp_(min=v_th)
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    grouped_len, length = n_groups * lif, x.shape[dim]
+    out.narrow(dim, 0, grouped_len).unflatten(dim, (n_groups, lif)).movedim(dim + 1, 0).copy_(steps)
+    if grouped_len < length:
+        out.narrow(dim, grouped_len, length - grouped_len).copy_(x.narrow(dim, grouped_len, length - grouped_len))
+    return out
 
 
 class GroupLIF(nn.Module):
