@@ -161,6 +161,7 @@ def write_plots(out_dir: Path, v_t_array, s_t_array, label: int, v_threshold: fl
 
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     from spikeforge import training
+    from spikeforge.datasets import DatasetFileError
 
     args = (parser or build_parser()).parse_args(argv)
     _check_args(args)
@@ -170,7 +171,11 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     device = torch.device(args.device)
     net = SNN(tau=args.tau, dense=args.dense).to(device)
     print(net)
-    train_data, test_data = load_mnist(args.data_dir, args.train_limit, args.test_limit)
+    try:
+        train_data, test_data = load_mnist(args.data_dir, args.train_limit, args.test_limit)
+    except DatasetFileError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     optimizer = make_optimizer(net, args)
     out_dir = run_dir(args)
     training.save_args(args, out_dir)
