@@ -110,7 +110,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="images per split (default: all)")
     parser.add_argument("--skip-spikingjelly", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch/numba threads for both (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        from spikeforge.training import set_threads
+
+        set_threads(args.threads)
 
     from spikeforge.datasets import MNIST
 

@@ -137,8 +137,10 @@ if numba is not None:
 
     @numba.njit(cache=True, nogil=True, fastmath=True)
     def _fire_kernel(thr_c, count, T, seed, flags):
-        """flags[b, k, t] = 1 if the k-th non-zero input of row b fires at step t (t innermost)."""
+        """flags[b, k, t] = 1 if the k-th non-zero input of row b fires at step t (t innermost); the
+        padding steps t >= T (flags.shape[2] rounds T up to whole vectors) are 0."""
         B, K = thr_c.shape
+        padded = flags.shape[2]
         for b in range(B):
             row = _mix(np.uint64(seed) ^ _mix(np.uint64(b + 1) * _GAMMA))
             for k in range(count[b]):
@@ -147,6 +149,8 @@ if numba is not None:
                 for t in range(T):
                     u = _mix(start + np.uint64(t) * _GAMMA) >> _S32
                     flags[b, k, t] = 1 if u < threshold else 0
+                for t in range(T, padded):
+                    flags[b, k, t] = 0
 
     @numba.njit(cache=True, nogil=True, fastmath=True)
     def _forward_kernel(flags, idx, count, weight, out):
@@ -182,7 +186,9 @@ if numba is not None:
 
 def _fast_flags(x: torch.Tensor, T: int, seed: int, dtype):
     idx, thr_c, count = _compact(x.numpy(), *_scale(x))
-    flags = np.empty((x.shape[0], idx.shape[1], T), dtype)  # rows past count[b] are never read
+    # Steps are padded to a multiple of 16 so the vectorised loops over t need no scalar remainder;
+    # rows past count[b] are never read.
+    flags = np.empty((x.shape[0], idx.shape[1], -(-T // 16) * 16), dtype)
     _fire_kernel(thr_c, count, T, seed, flags)
     return flags, idx, count
 
@@ -218,7 +224,7 @@ def _spikes(x: torch.Tensor, T: int, seed: int) -> torch.Tensor:
     dense = np.zeros((B, F, T), np.uint8)
     keep = np.arange(idx.shape[1])[None, :] < count[:, None]
     rows = np.broadcast_to(np.arange(B)[:, None], idx.shape)
-    dense[rows[keep], idx[keep]] = flags[keep]
+    dense[rows[keep], idx[keep]] = flags[keep][:, :T]
     return torch.from_numpy(np.ascontiguousarray(dense.transpose(2, 0, 1)))
 
 
@@ -227,17 +233,20 @@ class _PoissonLinear(torch.autograd.Function):
     def forward(ctx, x, weight, T, seed):
         weight_np = weight.detach().contiguous().numpy()
         flags, idx, count = _fast_flags(x, T, seed, weight_np.dtype)
-        out = np.empty((x.shape[0], weight.shape[0], T), weight_np.dtype)
+        out = np.empty((x.shape[0], weight.shape[0], flags.shape[2]), weight_np.dtype)
         _forward_kernel(flags, idx, count, weight_np, out)
         ctx.saved = (flags, idx, count, weight.shape)
-        return torch.from_numpy(out).permute(2, 0, 1)  # [B, O, T] -> [T, B, O]
+        return torch.from_numpy(out[:, :, :T]).permute(2, 0, 1)  # [B, O, T] -> [T, B, O]
 
     @staticmethod
     def backward(ctx, grad_out):
         if not ctx.needs_input_grad[1]:
             return None, None, None, None
         flags, idx, count, shape = ctx.saved
-        grad_np = grad_out.permute(1, 2, 0).contiguous().numpy()
+        T = grad_out.shape[0]
+        grad_np = np.zeros((grad_out.shape[1], grad_out.shape[2], flags.shape[2]),
+                           torch.empty(0, dtype=grad_out.dtype).numpy().dtype)
+        grad_np[:, :, :T] = grad_out.permute(1, 2, 0).numpy()
         grad_weight = np.zeros(shape, grad_np.dtype)
         _weight_grad_kernel(flags, idx, count, grad_np, grad_weight)
         return None, torch.from_numpy(grad_weight), None, None

@@ -323,6 +323,22 @@ def evaluate(net: nn.Module, forward: Callable, data: tuple[torch.Tensor, torch.
     return loss_sum / max(seen, 1), correct / max(seen, 1), seen
 
 
+def set_threads(n: int) -> None:
+    """Use ``n`` CPU threads in torch and (when installed) numba.
+
+    Small networks run many tiny ops; on a busy machine one thread often beats two, as every parallel
+    region waits for its slowest thread.
+    """
+    if n < 1:
+        raise ValueError(f"threads must be >= 1, got {n}")
+    torch.set_num_threads(n)
+    try:
+        import numba
+    except ImportError:
+        return
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
 def save_args(args, out_dir: str | os.PathLike) -> Path:
     """``args.txt``: the parsed arguments and the command line, as SpikingJelly writes them."""
     path = Path(out_dir) / "args.txt"

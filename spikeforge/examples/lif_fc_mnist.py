@@ -89,6 +89,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     parser.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
     parser.add_argument("--seed", type=int, default=None, help="seed torch's RNG (default: not seeded)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch and numba (default: their own defaults)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     parser.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
     return parser
@@ -168,6 +170,10 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     print(args)
     if args.seed is not None:
         torch.manual_seed(args.seed)
+    if args.threads is not None:
+        from spikeforge.training import set_threads
+
+        set_threads(args.threads)
     device = torch.device(args.device)
     net = SNN(tau=args.tau, dense=args.dense).to(device)
     print(net)
