@@ -292,9 +292,22 @@ def test_released_configurations_use_lif4_and_training_init():
     assert small(torch.randn(1, 3, 64, 64)).shape == (1, 3)
 
 
+def test_norm_layer_replaces_all_but_the_lif_module_norms():
+    def batch_norm(channels):
+        return torch.nn.BatchNorm2d(channels)
+
+    model = SNNMLP(embed_dim=8, depths=(1, 1, 1, 1), num_classes=3, norm_layer=batch_norm)
+    kinds = {name: type(m).__name__ for name, m in model.named_modules() if name.endswith("norm") or "norm" in name}
+    assert kinds["patch_embed.norm"] == kinds["norm"] == kinds["layers.0.downsample.norm"] == "BatchNorm2d"
+    assert kinds["layers.1.blocks.0.norm1"] == kinds["layers.1.blocks.0.norm2"] == "BatchNorm2d"
+    assert kinds["layers.1.blocks.0.lif_module.norm3"] == "GroupNorm"
+    assert "patch_embed.norm" not in dict(SNNMLP(embed_dim=8, depths=(1, 1), patch_norm=False).named_modules())
+    assert model.eval()(torch.randn(2, 3, 64, 64)).shape == (2, 3)
+
+
 def test_snnmlp_argument_errors():
-    with pytest.raises(ValueError, match="norm_layer"):
-        SNNMLP(norm_layer=torch.nn.LayerNorm)
+    with pytest.raises(TypeError, match="norm_layer"):
+        SNNMLP(norm_layer="layernorm")
     with pytest.raises(TypeError, match="window_size"):
         SNNMLP(window_size=7)
     with pytest.raises(ValueError, match="depths"):

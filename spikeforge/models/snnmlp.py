@@ -22,7 +22,7 @@ checkpoints load unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -254,12 +254,12 @@ class LIFBlock(nn.Module):
     """``x + DropPath(LIFModule(GN(x)))`` followed by ``x + DropPath(MLP(GN(x)))``."""
 
     def __init__(self, dim: int, mlp_ratio: float = 4.0, lif_bias: bool = True, drop: float = 0.0,
-                 drop_path: float = 0.0, **lif_kwargs):
+                 drop_path: float = 0.0, norm_layer: Callable[[int], nn.Module] = _group_norm, **lif_kwargs):
         super().__init__()
-        self.norm1 = _group_norm(dim)
+        self.norm1 = norm_layer(dim)
         self.lif_module = LIFModule(dim, lif_bias=lif_bias, **lif_kwargs)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = _group_norm(dim)
+        self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -273,10 +273,10 @@ class PatchMerging(nn.Module):
     Sub-grid order (even-h, even-w), (odd-h, even-w), (even-h, odd-w), (odd-h, odd-w) as in the reference.
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, norm_layer: Callable[[int], nn.Module] = _group_norm):
         super().__init__()
         self.reduction = nn.Conv2d(4 * dim, 2 * dim, 1, bias=False)
-        self.norm = _group_norm(4 * dim)
+        self.norm = norm_layer(4 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2] % 2 or x.shape[-1] % 2:
@@ -289,11 +289,13 @@ class BasicLayer(nn.Module):
     """One stage: ``depth`` LIF blocks, then (except in the last stage) patch merging."""
 
     def __init__(self, dim: int, depth: int, drop_path: Sequence[float], downsample: bool,
-                 use_checkpoint: bool = False, **block_kwargs):
+                 use_checkpoint: bool = False, norm_layer: Callable[[int], nn.Module] = _group_norm,
+                 **block_kwargs):
         super().__init__()
         self.use_checkpoint = use_checkpoint
-        self.blocks = nn.ModuleList(LIFBlock(dim, drop_path=drop_path[i], **block_kwargs) for i in range(depth))
-        self.downsample = PatchMerging(dim) if downsample else None
+        self.blocks = nn.ModuleList(LIFBlock(dim, drop_path=drop_path[i], norm_layer=norm_layer, **block_kwargs)
+                                    for i in range(depth))
+        self.downsample = PatchMerging(dim, norm_layer) if downsample else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -307,10 +309,11 @@ class BasicLayer(nn.Module):
 class PatchEmbed(nn.Module):
     """Stem: non-overlapping ``patch_size`` convolution to ``embed_dim`` channels, optionally ``GN``."""
 
-    def __init__(self, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96, norm: bool = True):
+    def __init__(self, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96,
+                 norm_layer: Callable[[int], nn.Module] | None = _group_norm):
         super().__init__()
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.norm = _group_norm(embed_dim) if norm else None
+        self.norm = norm_layer(embed_dim) if norm_layer is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(x)
@@ -339,18 +342,21 @@ class SNNMLP(nn.Module):
         lif: group size of every LIF (4 in the released models; -1 makes the LIFs identity).
         lif_fix_tau, lif_fix_vth, lif_init_tau, lif_init_vth: LIF parameter handling. The defaults here are the
             training values (0.25, 0.1); the reference class defaults are ``lif=-1, lif_init_vth=-1``.
-        **kwargs: ``norm_layer`` is accepted for signature compatibility when it is ``None`` (the norm is always
-            ``GroupNorm(1, C)``); anything else is rejected.
+        norm_layer: ``channels -> module`` for the block, stem, patch-merging and final norms (default
+            ``GroupNorm(1, C)``, the reference's ``MyNorm``); the three norms inside the LIF module are always
+            ``GroupNorm(1, C)``, as in the reference.
     """
 
     def __init__(self, img_size=224, patch_size: int = 4, in_chans: int = 3, num_classes: int = 1000,
                  embed_dim: int = 96, depths: Sequence[int] = (2, 2, 6, 2), mlp_ratio: float = 4.0,
                  lif_bias: bool = True, drop_rate: float = 0.0, drop_path_rate: float = 0.1,
                  patch_norm: bool = True, use_checkpoint: bool = False, lif: int = 4, lif_fix_tau: bool = False,
-                 lif_fix_vth: bool = False, lif_init_tau: float = 0.25, lif_init_vth: float = 0.1, **kwargs):
+                 lif_fix_vth: bool = False, lif_init_tau: float = 0.25, lif_init_vth: float = 0.1,
+                 norm_layer: Callable[[int], nn.Module] | None = None, **kwargs):
         super().__init__()
-        if kwargs.pop("norm_layer", None) is not None:
-            raise ValueError("norm_layer cannot be changed: SNNMLP always uses GroupNorm(1, C)")
+        norm_layer = _group_norm if norm_layer is None else norm_layer
+        if not callable(norm_layer):
+            raise TypeError(f"norm_layer must be a callable channels -> module, got {norm_layer!r}")
         if kwargs:
             raise TypeError(f"SNNMLP got unexpected arguments: {', '.join(sorted(kwargs))}")
         depths = list(depths)
@@ -366,7 +372,7 @@ class SNNMLP(nn.Module):
         self.num_features = self.embed_dim_list[-1]
         self.lif = lif
 
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, norm=patch_norm)
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, norm_layer if patch_norm else None)
         self.pos_drop = nn.Dropout(drop_rate)
         rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         lif_kwargs = dict(lif=lif, lif_fix_tau=lif_fix_tau, lif_fix_vth=lif_fix_vth, lif_init_tau=lif_init_tau,
@@ -377,8 +383,8 @@ class SNNMLP(nn.Module):
             self.layers.append(BasicLayer(
                 self.embed_dim_list[i], depth, drop_path=rates[first:first + depth],
                 downsample=i < self.num_layers - 1, use_checkpoint=use_checkpoint, mlp_ratio=mlp_ratio,
-                lif_bias=lif_bias, drop=drop_rate, **lif_kwargs))
-        self.norm = _group_norm(self.num_features)
+                lif_bias=lif_bias, drop=drop_rate, norm_layer=norm_layer, **lif_kwargs))
+        self.norm = norm_layer(self.num_features)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
