@@ -1,20 +1,33 @@
 """Multi-step neuron kernels behind one boundary.
 
 :func:`neuron_multi_step` is the only entry point: it flattens the neuron dimensions, picks a kernel with
-:func:`~spikeforge.kernels.dispatch.select_kernel` and wraps the kernel's forward / backward pair in one
-``torch.autograd.Function``, so autograd sees a single node per multi-step call (not T small ops).
+:func:`~spikeforge.kernels.dispatch.select_kernel` and runs it as a single autograd node (not T small ops):
+
+* the fused kernels (``'cpu'``: numba, :mod:`.cpu`; ``'triton'``: CUDA, :mod:`.triton`) go through the
+  ``torch.library`` custom op ``spikeforge::neuron_multi_step`` (:mod:`.ops`), which ``torch.compile`` keeps
+  as one opaque op;
+* the reference kernel (and the smooth, ``spiking=False`` surrogate mode, which only it implements) goes
+  through a ``torch.autograd.Function``.
 """
 
 from __future__ import annotations
 
 import torch
 
+from . import ops as _ops
+from .cpu import CpuKernel
 from .dispatch import available_backends, register_kernel, select_kernel
 from .reference import NeuronSpec, ReferenceKernel, compute_dtype
+from .triton import TritonKernel
+
+register_kernel("cpu", CpuKernel)
+register_kernel("triton", TritonKernel)
 
 __all__ = [
+    "CpuKernel",
     "NeuronSpec",
     "ReferenceKernel",
+    "TritonKernel",
     "available_backends",
     "compute_dtype",
     "neuron_multi_step",
@@ -79,16 +92,18 @@ def neuron_multi_step(
     if not x_flat.is_contiguous():
         x_flat = x_flat.contiguous()
     v_flat = v0.reshape(-1)
-    if isinstance(decay, torch.Tensor):
-        decay_param = decay
-        decay_value = float(decay.detach())
-    else:
-        decay_param, decay_value = None, float(decay)
     # Fused kernels implement the Heaviside firing only; the smooth (spiking=False) variant is for analysis.
     kernel = ReferenceKernel if spec.smooth else select_kernel(x_seq.device, backend)
-    spike_seq, v_last, v_seq = _MultiStepNeuron.apply(
-        x_flat, v_flat, decay_param, decay_value, spec, bool(store_v_seq), kernel
-    )
+    if kernel is not ReferenceKernel:
+        spike_seq, v_last, v_seq = _ops.call(x_flat, v_flat, decay, spec, bool(store_v_seq), kernel.name)
+    else:
+        if isinstance(decay, torch.Tensor):
+            decay_param, decay_value = decay, float(decay.detach())
+        else:
+            decay_param, decay_value = None, float(decay)
+        spike_seq, v_last, v_seq = _MultiStepNeuron.apply(
+            x_flat, v_flat, decay_param, decay_value, spec, bool(store_v_seq), kernel
+        )
     spike_seq = spike_seq.reshape(T, *shape)
     v_last = v_last.reshape(shape)
     v_seq = v_seq.reshape(T, *shape) if store_v_seq else None

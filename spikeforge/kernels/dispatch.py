@@ -57,8 +57,13 @@ def select_kernel(device: torch.device, backend: str | None = None):
         return ReferenceKernel
     for name in _PREFERENCE.get(device.type, ["reference"]):
         kernel = _KERNELS.get(name)
-        if kernel is not None and kernel.is_available(device):
+        if kernel is None:
+            continue
+        if kernel.is_available(device):
             return kernel
+        if kernel is not ReferenceKernel:
+            reason = getattr(kernel, "unavailable_reason", lambda device: None)(device) or "is not available"
+            _log_fallback(name, f"{reason} on device {device.type}")
     return ReferenceKernel
 
 
