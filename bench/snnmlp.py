@@ -4,7 +4,7 @@
 
 1. images/s of snnmlp_t / snnmlp_s / snnmlp_b: batch 8, 3x224x224, eval mode under ``torch.inference_mode``,
    in float32 and in bfloat16 (weights and input cast with ``.to(torch.bfloat16)``; the LIF recurrence still runs
-   in float32 inside). Random weights: speed does not depend on the values. One warm-up forward, then the median
+   in float32 inside). Random weights: speed does not depend on the values. One warm-up forward, then the best
    of ``--iters`` timed forwards.
 2. The group LIF forward (lif=4, inference) on the four stage tensors snnmlp_t produces at batch 8, both scan
    axes, against two loop implementations of the same equations that live only in this file:
@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -77,18 +76,19 @@ def lif_axis_loop(x: torch.Tensor, tau: torch.Tensor, v_th: torch.Tensor, lif: i
 
 
 def timed(fn, iters: int) -> float:
-    """Median seconds of ``iters`` calls after one warm-up call."""
+    """Best (minimum) seconds of ``iters`` calls after one warm-up call: on a shared machine other processes only
+    ever add time, so the minimum is the least disturbed estimate."""
     fn()
     samples = []
     for _ in range(iters):
         start = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return min(samples)
 
 
 def bench_models(iters: int, batch: int) -> None:
-    print(f"\n## SNN-MLP throughput (CPU, batch {batch}, 3x224x224, eval, inference_mode, median of {iters})\n")
+    print(f"\n## SNN-MLP throughput (CPU, batch {batch}, 3x224x224, eval, inference_mode, best of {iters})\n")
     print("| model | params | float32 img/s | bfloat16 img/s |")
     print("|---|---:|---:|---:|")
     gen = torch.Generator().manual_seed(0)
@@ -109,7 +109,7 @@ def bench_models(iters: int, batch: int) -> None:
 
 
 def bench_lif(iters: int, batch: int) -> None:
-    print(f"\n## Group LIF forward (lif={LIF}, inference, float32, median of {iters})\n")
+    print(f"\n## Group LIF forward (lif={LIF}, inference, float32, best of {iters})\n")
     print("| tensor | scan | group_lif ms | axis loop ms | vs axis loop | group_lif ns/elem "
           "| position loop ns/elem | vs position loop |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
