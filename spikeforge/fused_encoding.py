@@ -95,6 +95,7 @@ if numba is not None:
     _M1 = np.uint64(0xBF58476D1CE4E5B9)
     _M2 = np.uint64(0x94D049BB133111EB)
     _S30, _S27, _S31, _S32 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(32)
+    _LOW32 = np.uint64(0xFFFFFFFF)
 
     # The kernels are single-threaded on purpose: on a small shared CPU, numba's parallel loops lost
     # vectorisation and waited on busy cores (8x slower in our measurements), while these loops
@@ -146,10 +147,14 @@ if numba is not None:
             for k in range(count[b]):
                 threshold = thr_c[b, k]
                 start = row + np.uint64(k * T) * _GAMMA
-                for t in range(T):
-                    u = _mix(start + np.uint64(t) * _GAMMA) >> _S32
-                    flags[b, k, t] = 1 if u < threshold else 0
-                for t in range(T, padded):
+                # each 64-bit hash gives two 32-bit draws: the low half for step t, the high half for
+                # step t + half (two independent uniforms: the finaliser's output bits are uniform)
+                half = (T + 1) // 2
+                for t in range(half):
+                    z = _mix(start + np.uint64(t) * _GAMMA)
+                    flags[b, k, t] = 1 if (z & _LOW32) < threshold else 0
+                    flags[b, k, t + half] = 1 if (z >> _S32) < threshold else 0
+                for t in range(T, padded):  # also clears slot T that an odd T fills above
                     flags[b, k, t] = 0
 
     @numba.njit(cache=True, nogil=True, fastmath=True)
