@@ -237,7 +237,7 @@ def test_maxpool_graph_converts_and_runs():
     x = torch.rand(32, 1, 8, 8)
     snn = _assert_rate_converges(model, x)
     assert sum(isinstance(m, SpikingMaxPool) for m in snn.modules()) == 2
-    scales = [m.scale_out.scale.item() for m in snn.modules() if isinstance(m, IFActivation)]
+    scales = [m.scale.item() for m in snn.modules() if isinstance(m, IFActivation)]
     assert scales[0] <= 6.0 and scales[1] <= 2.0  # the clip of ReLU6 / Hardtanh(0, 2) caps the threshold
 
 
@@ -265,14 +265,14 @@ def test_modes_set_the_scale():
                            ("99%", act.kthvalue(math.ceil(0.99 * act.numel())).values)]:
         snn = Converter([x], mode=mode, progress=False)(model)
         block = next(m for m in snn.modules() if isinstance(m, IFActivation))
-        torch.testing.assert_close(block.scale_out.scale, expected)
+        torch.testing.assert_close(block.scale, expected)
 
 
 def test_momentum_averages_batch_statistics():
     model = nn.Sequential(nn.ReLU())
     batches = [torch.full((2, 3), 1.0), torch.full((2, 3), 3.0)]
     snn = Converter(batches, mode="max", momentum=0.1, progress=False)(model)
-    scale = next(m for m in snn.modules() if isinstance(m, IFActivation)).scale_out.scale
+    scale = next(m for m in snn.modules() if isinstance(m, IFActivation)).scale
     torch.testing.assert_close(scale, torch.tensor(0.9 * 1.0 + 0.1 * 3.0))
 
 
@@ -349,3 +349,46 @@ def test_plot_accuracy_vs_t_writes_png(tmp_path):
                               ann_accuracy=98.0)
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fused_neuron_matches_core_ifnode_between_scalers():
+    torch.manual_seed(0)
+    model = _randomise_bn(Residual())
+    x = torch.rand(16, 2, 6, 6)
+    fused = _convert(model, x, neuron="fused")
+    core = _convert(model, x, neuron="core")
+    assert any(isinstance(m, IFNode) for m in core.modules())
+    assert not any(isinstance(m, IFNode) for m in fused.modules())
+    torch.testing.assert_close(_rate(fused, x, 32), _rate(core, x, 32), atol=1e-5, rtol=1e-5)
+
+
+def test_channel_wise_thresholds_follow_each_channel():
+    model = nn.Sequential(nn.Conv2d(1, 3, 1), nn.ReLU()).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([1.0, 2.0, 4.0]).view(3, 1, 1, 1))
+        model[0].bias.zero_()
+    x = torch.rand(8, 1, 4, 4)
+    snn = _convert(model, x, channel_wise=True)
+    block = next(m for m in snn.modules() if isinstance(m, IFActivation))
+    torch.testing.assert_close(block.scale.flatten(), x.max() * torch.tensor([1.0, 2.0, 4.0]))
+
+
+@pytest.mark.parametrize("half, signed", [(False, False), (True, False), (True, True)])
+def test_numba_and_torch_neuron_loops_agree(half, signed):
+    pytest.importorskip("numba")
+    torch.manual_seed(0)
+    theta = torch.tensor([0.5, 1.0, 2.0]).view(1, 3, 1)
+    x_seq = torch.randn(12, 4, 3, 5)
+    frame = torch.randn(4, 3, 5)
+    outs = {}
+    for backend in ("torch", "numba"):
+        neuron = ConversionIFNode(theta, half_threshold=half, signed=signed, emit_threshold=True,
+                                  step_mode="m", backend=backend)
+        with torch.no_grad():
+            first = neuron(x_seq)
+            static = neuron.static_forward(frame, 7)  # state carries over from the first call
+            neuron.step_mode = "s"
+            single = neuron(frame)
+        outs[backend] = (first, static, single, neuron.v)
+    for a, b in zip(outs["torch"], outs["numba"]):
+        torch.testing.assert_close(a, b)

@@ -41,6 +41,7 @@ from .modules import (
     SpikingMaxPool,
     TimeBroadcast,
     _SeqBlock,
+    _StaticEntry,
 )
 
 __all__ = ["Converter", "ConvertedSNN", "UnsupportedNodeError", "fold_batchnorm", "trace"]
@@ -544,6 +545,13 @@ def _build_static_net(gm: fx.GraphModule) -> fx.GraphModule | None:
     for node in list(graph.nodes):
         if node in static:
             continue
+        if (node.op == "call_module" and isinstance(modules.get(node.target), IFActivation)
+                and len(node.args) == 1 and node.args[0] in static and not _is_size_value(node.args[0])):
+            # The neuron reads the single static frame at every step: no T-fold copy of its input.
+            name = _unique_name(root, f"static_{node.target}")
+            root.add_submodule(name, _StaticEntry(modules[node.target]))
+            node.target = name
+            continue
         for arg in node.all_input_nodes:
             if arg not in static or arg.op == "get_attr":
                 continue
@@ -581,16 +589,21 @@ class Converter:
         readout: ``'spikes'`` keeps IF neurons on the output layer (spike counts); ``'membrane'`` replaces the
             activations that feed the output directly with :class:`MembraneReadout` (count + residual membrane,
             no quantisation, no ties).
+        neuron: ``'fused'`` (default): :class:`ConversionIFNode` with threshold lambda emitting spikes of
+            amplitude lambda, one pass per step; ``'core'``: ``VoltageScaler(1/lambda) ->
+            spikeforge.neuron.IFNode(v_reset=None) -> VoltageScaler(lambda)``, SpikingJelly's layout. Both
+            compute the same spikes (up to float rounding at exact ties).
         max_batches: calibrate on at most this many batches.
         device: where to calibrate and put the result (default: the ANN's device).
         progress: show a tqdm bar during calibration.
 
-    Without any option the neurons are :class:`spikeforge.neuron.IFNode` with ``v_reset=None`` (soft reset).
+    Without the low-latency options the neurons are plain soft-reset IF neurons (``v_reset=None``).
     """
 
     def __init__(self, dataloader: Iterable | None = None, mode="max", fuse_flag: bool = True,
                  momentum: float | None = 0.1, channel_wise: bool = False, half_threshold: bool = False,
-                 signed_spikes: bool = False, readout: str = "spikes", max_batches: int | None = None,
+                 signed_spikes: bool = False, readout: str = "spikes", neuron: str = "fused",
+                 max_batches: int | None = None,
                  device: torch.device | str | None = None, progress: bool = True, eps: float = 1e-8):
         self.kind, self.value = _parse_mode(mode)
         if dataloader is None:
@@ -599,6 +612,11 @@ class Converter:
             raise ValueError(f"momentum must be None or in (0, 1], got {momentum!r}")
         if readout not in ("spikes", "membrane"):
             raise ValueError(f"readout must be 'spikes' or 'membrane', got {readout!r}")
+        if neuron not in ("fused", "core"):
+            raise ValueError(f"neuron must be 'fused' or 'core', got {neuron!r}")
+        if neuron == "core" and (half_threshold or signed_spikes):
+            raise ValueError("neuron='core' (spikeforge.neuron.IFNode) has no half_threshold/signed_spikes; "
+                             "use neuron='fused'")
         if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
             raise ValueError(f"max_batches must be None or a positive int, got {max_batches!r}")
         self.dataloader = dataloader
@@ -609,6 +627,7 @@ class Converter:
         self.half_threshold = bool(half_threshold)
         self.signed_spikes = bool(signed_spikes)
         self.readout = readout
+        self.neuron = neuron
         self.max_batches = max_batches
         self.device = device
         self.progress = progress
@@ -664,10 +683,11 @@ class Converter:
         if seen == 0:
             raise ValueError("dataloader yielded no batch to calibrate on")
 
-    def _make_neuron(self) -> nn.Module:
-        if self.half_threshold or self.signed_spikes:
-            return ConversionIFNode(1.0, half_threshold=self.half_threshold, signed=self.signed_spikes)
-        return IFNode(v_threshold=1.0, v_reset=None)
+    def _make_neuron(self, scale: torch.Tensor) -> nn.Module:
+        if self.neuron == "core":
+            return IFNode(v_threshold=1.0, v_reset=None)
+        return ConversionIFNode(scale, half_threshold=self.half_threshold, signed=self.signed_spikes,
+                                emit_threshold=True)
 
     def _replace(self, gm: fx.GraphModule, activations, observers, kinds) -> None:
         readout_nodes = _output_activations(gm, set(activations)) if self.readout == "membrane" else set()
@@ -685,7 +705,7 @@ class Converter:
                     scale = scale.view((1, -1) + (1,) * (observer.ndim - 2))
                 else:
                     scale = scale.reshape(())
-                block = IFActivation(scale, self._make_neuron())
+                block = IFActivation(scale, self._make_neuron(scale))
             name = _block_name(gm, node, "readout" if isinstance(block, MembraneReadout) else "if", sites)
             gm.add_submodule(name, block)
             with gm.graph.inserting_before(node):

@@ -17,6 +17,48 @@ import torch.nn as nn
 
 from ..neuron import MemoryModule
 
+_NUMBA_KERNEL = None
+
+
+def _numba_if_kernel():
+    """The fused multi-step IF loop compiled by numba (None when numba is not installed).
+
+    One pass per element: read x (or the single static frame), keep v in a register, write the spike.
+    """
+    global _NUMBA_KERNEL
+    if _NUMBA_KERNEL is None:
+        try:
+            import numba
+        except ImportError:
+            _NUMBA_KERNEL = False
+            return None
+
+        @numba.njit(parallel=True, cache=True, nogil=True)
+        def if_kernel(x, steps, static, v, count, theta, emit, signed, out):  # pragma: no cover - compiled
+            for m in numba.prange(v.shape[0]):
+                vm = v[m]
+                th = theta[m]
+                amp = th if emit else 1.0
+                c = count[m] if signed else 0.0
+                for t in range(steps):
+                    vm += x[0, m] if static else x[t, m]
+                    if vm >= th:
+                        vm -= th
+                        c += 1.0
+                        out[t, m] = amp
+                    elif signed and vm < 0.0 and c > 0.0:
+                        vm += th
+                        c -= 1.0
+                        out[t, m] = -amp
+                    else:
+                        out[t, m] = 0.0
+                v[m] = vm
+                if signed:
+                    count[m] = c
+
+        _NUMBA_KERNEL = if_kernel
+    return _NUMBA_KERNEL or None
+
 __all__ = [
     "VoltageScaler",
     "ConversionIFNode",
@@ -56,6 +98,10 @@ class ConversionIFNode(MemoryModule):
     .. math::
         v_t = v_{t-1} + x_t,\qquad s_t = \mathbb{1}[v_t \ge \theta],\qquad v_t \leftarrow v_t - \theta s_t
 
+    ``v_threshold`` is a float or a tensor broadcasting against one step of the input (one threshold per
+    channel). With ``emit_threshold=True`` a spike is emitted with amplitude :math:`\theta` instead of 1,
+    which is ``VoltageScaler(1/theta) -> IF(threshold 1) -> VoltageScaler(theta)`` fused into one pass.
+
     Options:
 
     * ``half_threshold`` starts the membrane at :math:`\theta/2` instead of 0, so the spike count after
@@ -64,52 +110,95 @@ class ConversionIFNode(MemoryModule):
       :math:`v_t < 0` and the neuron has a positive net spike count. The net count then tracks
       :math:`\mathrm{clip}(\lfloor S_t/\theta + v_0/\theta \rfloor, 0, t)` of the accumulated input
       :math:`S_t`, which removes the over-firing that happens when a neuron fires early and later receives
-      net negative input (the main error source at low T).
+      net negative input.
 
     With neither option this is the standard soft-reset IF neuron (SpikingJelly's ``IFNode(v_reset=None)``).
     State: ``v`` (membrane) and, with ``signed``, ``count``; cleared by ``reset()``.
+
+    ``backend='auto'`` runs the time loop as one fused numba kernel when numba is installed and the input is a
+    float32 CPU tensor that needs no gradient (conversion is inference), else as in-place torch ops;
+    ``'torch'`` / ``'numba'`` force one.
     """
 
-    def __init__(self, v_threshold: float = 1.0, half_threshold: bool = False, signed: bool = False,
-                 step_mode: str = "s"):
+    def __init__(self, v_threshold: float | torch.Tensor = 1.0, half_threshold: bool = False,
+                 signed: bool = False, emit_threshold: bool = False, step_mode: str = "s", backend: str = "auto"):
         super().__init__(step_mode)
-        if not v_threshold > 0:
+        if backend not in ("auto", "torch", "numba"):
+            raise ValueError(f"backend must be 'auto', 'torch' or 'numba', got {backend!r}")
+        self.backend = backend
+        threshold = torch.as_tensor(v_threshold, dtype=torch.float32).clone()
+        if not bool((threshold > 0).all()):
             raise ValueError(f"v_threshold must be > 0, got {v_threshold!r}")
-        self.v_threshold = float(v_threshold)
+        self.register_buffer("v_threshold", threshold)
         self.half_threshold = bool(half_threshold)
         self.signed = bool(signed)
+        self.emit_threshold = bool(emit_threshold)
         self.register_memory("v", None)
         self.register_memory("count", None)
 
     def _init_state(self, x: torch.Tensor) -> None:
-        v0 = 0.5 * self.v_threshold if self.half_threshold else 0.0
-        self.v = torch.full_like(x, v0)
+        v0 = 0.5 * self.v_threshold if self.half_threshold else torch.zeros_like(self.v_threshold)
+        self.v = torch.empty_like(x, memory_format=torch.contiguous_format).copy_(v0.to(x.dtype).expand_as(x))
+        self.count = torch.zeros_like(x) if self.signed else None
+
+    def _step(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """One step, written into ``out``; in-place ops keep it to a few passes over memory."""
+        v, theta = self.v, self.v_threshold
+        v.add_(x)
+        amplitude = theta if self.emit_threshold else torch.ones_like(theta)
+        torch.mul(torch.ge(v, theta), amplitude, out=out)
         if self.signed:
-            self.count = torch.zeros_like(x)
+            negative = torch.lt(v, 0) & (self.count > 0)
+            out.sub_(negative * amplitude)
+            self.count.add_(torch.sign(out))
+        v.sub_(out if self.emit_threshold else out * theta)
+
+    def _use_numba(self, x: torch.Tensor) -> bool:
+        if self.backend == "torch" or x.device.type != "cpu" or x.dtype != torch.float32:
+            return False
+        if torch.is_grad_enabled() and x.requires_grad:
+            return False
+        kernel = _numba_if_kernel()
+        if kernel is None and self.backend == "numba":
+            raise ImportError("backend='numba' needs numba: pip install spikeforge[fast]")
+        return kernel is not None
+
+    def _run_numba(self, x_seq: torch.Tensor, steps: int, static: bool) -> torch.Tensor:
+        frame = x_seq[0]
+        out = torch.empty((steps, *frame.shape), dtype=frame.dtype)
+        theta = self.v_threshold.to(frame.dtype).expand_as(frame).contiguous()
+        count = self.count if self.signed else torch.zeros(1)
+        _numba_if_kernel()(x_seq.reshape(x_seq.shape[0], -1).numpy(), steps, static, self.v.view(-1).numpy(),
+                           count.view(-1).numpy(), theta.view(-1).numpy(), self.emit_threshold, self.signed,
+                           out.view(steps, -1).numpy())
+        return out
+
+    def _run(self, x_seq: torch.Tensor, steps: int, static: bool) -> torch.Tensor:
+        frame = x_seq[0]
+        if self.v is None or self.v.shape != frame.shape:
+            self._init_state(frame)
+        if self._use_numba(frame):
+            return self._run_numba(x_seq.contiguous(), steps, static)
+        out = torch.empty((steps, *frame.shape), dtype=frame.dtype, device=frame.device)
+        for t in range(steps):
+            self._step(frame if static else x_seq[t], out[t])
+        return out
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.v is None or self.v.shape != x.shape:
-            self._init_state(x)
-        v = self.v + x
-        spike = (v >= self.v_threshold).to(x.dtype)
-        if self.signed:
-            negative = ((v < 0) & (self.count > 0)).to(x.dtype)
-            spike = spike - negative
-            self.count = self.count + spike
-        self.v = v - spike * self.v_threshold
-        return spike
+        return self._run(x.unsqueeze(0), 1, False)[0]
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.single_step_forward(x) for x in x_seq.unbind(0)])
+        return self._run(x_seq, x_seq.shape[0], False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.step_mode == "s":
-            return self.single_step_forward(x)
-        return self.multi_step_forward(x)
+    def static_forward(self, x: torch.Tensor, steps: int) -> torch.Tensor:
+        """``steps`` steps of the same input ``x`` ``[N, ...]`` (direct coding) without repeating it in memory."""
+        return self._run(x.unsqueeze(0), steps, True)
 
     def extra_repr(self) -> str:
-        return (f"v_threshold={self.v_threshold}, half_threshold={self.half_threshold}, signed={self.signed}, "
-                f"step_mode={self.step_mode}")
+        theta = (f"{self.v_threshold.item():.6g}" if self.v_threshold.numel() == 1
+                 else f"<{tuple(self.v_threshold.shape)} channel-wise>")
+        return (f"v_threshold={theta}, half_threshold={self.half_threshold}, signed={self.signed}, "
+                f"emit_threshold={self.emit_threshold}, step_mode={self.step_mode}")
 
 
 class _SeqBlock(MemoryModule):
@@ -132,18 +221,33 @@ class IFActivation(_SeqBlock):
 
     For a constant input ``z`` the time-averaged output tends to :math:`\lambda\,\mathrm{clip}(z/\lambda, 0, 1)
     = \mathrm{clip}(z, 0, \lambda)`, the ANN's ReLU clipped at the calibrated scale ``lambda``.
-    ``neuron`` is any module with ``step_mode`` ('s' or 'm') and ``reset()`` whose threshold is 1.
+
+    ``neuron`` is either a threshold-1 neuron with ``step_mode`` and ``reset()`` (e.g. ``IFNode(v_reset=None)``),
+    placed between the two scalers, or a :class:`ConversionIFNode` with ``v_threshold=lambda`` and
+    ``emit_threshold=True``, which computes the same thing without the scalers (fewer passes over memory).
     """
 
     def __init__(self, scale: float | torch.Tensor, neuron: nn.Module, step_mode: str = "s"):
         super().__init__(step_mode)
         scale = torch.as_tensor(scale, dtype=torch.float32)
-        self.scale_in = VoltageScaler(1.0 / scale)
+        self.fused = isinstance(neuron, ConversionIFNode) and neuron.emit_threshold
+        if self.fused:
+            if not torch.equal(neuron.v_threshold, scale):
+                raise ValueError("a fused ConversionIFNode must have v_threshold equal to scale")
+            self.scale_in = self.scale_out = None
+        else:
+            self.scale_in = VoltageScaler(1.0 / scale)
+            self.scale_out = VoltageScaler(scale)
         self.neuron = neuron
-        self.scale_out = VoltageScaler(scale)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """lambda: the activation value that makes the neuron fire at every step."""
+        return self.neuron.v_threshold if self.fused else self.scale_out.scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.scale_in(x)
+        if not self.fused:
+            x = self.scale_in(x)
         if self.step_mode == "s":
             if self.neuron.step_mode != "s":
                 self.neuron.step_mode = "s"
@@ -152,7 +256,30 @@ class IFActivation(_SeqBlock):
             if self.neuron.step_mode != "m":
                 self.neuron.step_mode = "m"
             spikes = self.neuron(self._unfold(x)).flatten(0, 1)
-        return self.scale_out(spikes)
+        return spikes if self.fused else self.scale_out(spikes)
+
+    def static_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``seq_len`` steps of the time-invariant input ``x`` ``[N, ...]``; returns the merged ``[T*N, ...]``."""
+        if not self.fused:
+            x = self.scale_in(x)
+        if hasattr(self.neuron, "static_forward"):
+            spikes = self.neuron.static_forward(x, self.seq_len)
+        else:
+            self.neuron.step_mode = "m"
+            spikes = self.neuron(x.unsqueeze(0).expand(self.seq_len, *x.shape))
+        spikes = spikes.flatten(0, 1)
+        return spikes if self.fused else self.scale_out(spikes)
+
+
+class _StaticEntry(nn.Module):
+    """Calls ``block.static_forward``: where a time-invariant tensor enters an IF layer (static-input graph)."""
+
+    def __init__(self, block: IFActivation):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block.static_forward(x)
 
 
 class SpikingMaxPool(_SeqBlock):

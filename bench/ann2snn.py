@@ -1,0 +1,144 @@
+"""Benchmark ANN -> SNN conversion: spikeforge vs SpikingJelly 2.0 on the tutorial MNIST CNN, T=50.
+
+Both converters get the same trained ANN weights and the same calibration batches (mode 'max', momentum 0.1 in
+both), then simulate the 10,000 MNIST test images for T steps; we report accuracy, wall time and images/s.
+
+* spikeforge: ``ann2snn.evaluate`` (multi-step chunks, neuron-free first layer computed once), and the plain
+  single-step loop a user would write, for reference;
+* SpikingJelly: the tutorial's single-step loop (``for t in range(T): out += snn(x)``) and, when its converted
+  graph accepts it, multi-step mode (``functional.set_step_mode(snn, 'm')`` on ``[T, N, ...]``).
+
+Run it from the repository root with the peers' environment (spikeforge comes from this checkout):
+
+    flock /tmp/spikeforge-bench.lock nice /work/peervenv/bin/python bench/ann2snn.py \\
+        --weights /work/notes/ann2snn_cache/mnist_cnn.pt
+
+If ``--weights`` is missing the tutorial CNN is trained first (``--epochs``) and saved there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from spikeforge import ann2snn, functional  # noqa: E402
+from spikeforge.examples.ann2snn_mnist import (  # noqa: E402
+    TutorialCNN,
+    ann_accuracy,
+    load_mnist,
+    trained_model,
+)
+
+
+def batches(data, size):
+    x, y = data
+    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(y), size)]
+
+
+@torch.no_grad()
+def single_step_loop(snn, loader, steps, reset):
+    """The tutorial's evaluation: reset, then one call per time step, summing the outputs."""
+    correct = total = 0
+    for x, y in loader:
+        reset(snn)
+        out = 0
+        for _ in range(steps):
+            out = out + snn(x)
+        correct += (out.argmax(1) == y).sum().item()
+        total += len(y)
+    return 100.0 * correct / total
+
+
+@torch.no_grad()
+def multi_step_loop(snn, loader, steps, reset):
+    correct = total = 0
+    for x, y in loader:
+        reset(snn)
+        out = snn(x.unsqueeze(0).expand(steps, *x.shape).contiguous()).sum(0)
+        correct += (out.argmax(1) == y).sum().item()
+        total += len(y)
+    return 100.0 * correct / total
+
+
+def timed(fn, repeats):
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return result, best
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default="/work/notes/ann2snn_cache/mnist_cnn.pt")
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs if --weights does not exist")
+    parser.add_argument("--batch-size", type=int, default=100, help="inference batch (both libraries)")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--T", type=int, default=50)
+    parser.add_argument("--calib-batches", type=int, default=100, help="training batches of 100 to calibrate on")
+    parser.add_argument("--test-limit", type=int, default=None, help="time on the first N test images only")
+    parser.add_argument("--repeats", type=int, default=1, help="best of this many timed runs")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    train, test = load_mnist(None)
+    if args.test_limit:
+        test = (test[0][: args.test_limit], test[1][: args.test_limit])
+    model = trained_model(TutorialCNN(), args.weights, train, test, args)
+    calib = batches((train[0][: 100 * args.calib_batches], train[1][: 100 * args.calib_batches]), 100)
+    test_loader = batches(test, args.batch_size)
+    n_images = len(test[1])
+    rows = [("ANN", "-", ann_accuracy(model, test), float("nan"))]
+    print(f"torch {torch.__version__}, {args.threads} threads, {n_images} test images, T={args.T}, "
+          f"batch {args.batch_size}", flush=True)
+
+    snn = ann2snn.Converter(calib, mode="max", progress=False)(model)
+    acc, sec = timed(lambda: ann2snn.evaluate(snn, test_loader, [args.T])[args.T], args.repeats)
+    rows.append(("spikeforge", "evaluate (multi-step, static input)", acc, sec))
+    acc, sec = timed(lambda: single_step_loop(snn, test_loader, args.T, functional.reset_net), args.repeats)
+    rows.append(("spikeforge", "single-step loop", acc, sec))
+
+    try:
+        from spikingjelly.activation_based import ann2snn as sj_ann2snn
+        from spikingjelly.activation_based import functional as sj_functional
+    except ImportError:
+        print("SpingJelly is not installed: skipping the comparison")
+    else:
+        recipe = sj_ann2snn.RateCodingRecipe(dataloader=calib, mode="Max", momentum=0.1)
+        sj_snn = sj_ann2snn.Converter(recipe).convert(model)
+        acc, sec = timed(lambda: single_step_loop(sj_snn, test_loader, args.T, sj_functional.reset_net),
+                         args.repeats)
+        rows.append(("SpikingJelly 2.0", "single-step loop (tutorial)", acc, sec))
+        try:
+            sj_functional.set_step_mode(sj_snn, "m")
+            acc, sec = timed(lambda: multi_step_loop(sj_snn, test_loader, args.T, sj_functional.reset_net),
+                             args.repeats)
+            rows.append(("SpikingJelly 2.0", "multi-step", acc, sec))
+        except Exception as error:  # report, don't hide, a converted graph that refuses multi-step
+            print(f"SpikingJelly multi-step failed: {type(error).__name__}: {error}")
+
+    fastest_sj = min((r[3] for r in rows if r[0].startswith("Spiking")), default=float("nan"))
+    print(f"\n{'library':<18}{'path':<38}{'acc %':>8}{'time s':>9}{'img/s':>9}{'vs best SJ':>12}")
+    for lib, path, acc, sec in rows:
+        rate = n_images / sec if sec == sec else float("nan")
+        speed = fastest_sj / sec if sec == sec and fastest_sj == fastest_sj else float("nan")
+        print(f"{lib:<18}{path:<38}{acc:>8.2f}{sec:>9.2f}{rate:>9.0f}{speed:>11.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            [dict(library=r[0], path=r[1], accuracy=r[2], seconds=r[3]) for r in rows], indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
