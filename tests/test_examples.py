@@ -171,3 +171,12 @@ def test_demo_command(tmp_path, capsys):
     assert accuracy > 50.0
     if importlib.util.find_spec("matplotlib"):
         assert "plots written:" in out and "spikes.png" in out
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_amp_bf16_run(tmp_path, dense):
+    argv = ["-T", "4", "-b", "32", "-epochs", "1", "-amp", "-out-dir", str(tmp_path), "--train-limit", "320",
+            "--test-limit", "160", "--no-progress", "--no-plots"] + (["--dense"] if dense else [])
+    assert lif_fc_mnist.main(argv) == 0
+    record = _metrics(tmp_path / "T4_b32_adam_lr0.001_amp")[0]
+    assert np.isfinite(record["train_loss"]) and 0.0 <= record["test_acc"] <= 1.0
