@@ -29,6 +29,8 @@ same distribution (a different random stream).
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 try:  # numba is optional (extra "fast"); the torch fallback keeps everything working without it
@@ -110,92 +112,118 @@ if numba is not None:
 
     @numba.njit(cache=True, nogil=True)
     def _compact(x, scale, always_at):
-        """Per row: the non-zero inputs (left-aligned column index and firing threshold) and their count.
+        """The non-zero inputs of all samples, sample after sample (a ragged layout).
 
-        Threshold = round(x * scale), or 2^32 (always fires) where x >= always_at.
+        Returns ``columns`` (input index of each row), ``thresholds`` (round(x * scale), or 2^32 = always
+        fires where x >= always_at) and ``row_start`` (sample b owns rows row_start[b]:row_start[b+1]).
         """
         B, F = x.shape
-        count = np.zeros(B, np.int64)
+        row_start = np.zeros(B + 1, np.int64)
         for b in range(B):
+            n = 0
             for f in range(F):
                 if x[b, f] > 0:
-                    count[b] += 1
-        K = max(1, count.max()) if B else 1
-        idx = np.zeros((B, K), np.int64)
-        thr_c = np.zeros((B, K), np.uint64)
+                    n += 1
+            row_start[b + 1] = row_start[b] + n
+        columns = np.empty(row_start[B], np.int64)
+        thresholds = np.empty(row_start[B], np.uint64)
         for b in range(B):
-            k = 0
+            r = row_start[b]
             for f in range(F):
                 v = x[b, f]
                 if v > 0:
-                    idx[b, k] = f
+                    columns[r] = f
                     if v >= always_at:
-                        thr_c[b, k] = np.uint64(4294967296)
+                        thresholds[r] = np.uint64(4294967296)
                     else:
-                        thr_c[b, k] = np.uint64(np.floor(np.float64(v) * scale + 0.5))
-                    k += 1
-        return idx, thr_c, count
+                        thresholds[r] = np.uint64(np.floor(np.float64(v) * scale + 0.5))
+                    r += 1
+        return columns, thresholds, row_start
 
     @numba.njit(cache=True, nogil=True, fastmath=True)
-    def _fire_kernel(thr_c, count, T, seed, flags):
-        """flags[b, k, t] = 1 if the k-th non-zero input of row b fires at step t (t innermost); the
-        padding steps t >= T (flags.shape[2] rounds T up to whole vectors) are 0."""
-        B, K = thr_c.shape
-        padded = flags.shape[2]
+    def _fire_kernel(thresholds, row_start, T, seed, flags):
+        """flags[r, t] = 1 if row r (a non-zero input of some sample) fires at step t; the padding steps
+        t >= T (flags.shape[1] rounds T up to whole vectors) are 0."""
+        B = row_start.shape[0] - 1
+        padded = flags.shape[1]
+        half = (T + 1) // 2
         for b in range(B):
-            row = _mix(np.uint64(seed) ^ _mix(np.uint64(b + 1) * _GAMMA))
-            for k in range(count[b]):
-                threshold = thr_c[b, k]
-                start = row + np.uint64(k * T) * _GAMMA
+            stream = _mix(np.uint64(seed) ^ _mix(np.uint64(b + 1) * _GAMMA))
+            for r in range(row_start[b], row_start[b + 1]):
+                threshold = thresholds[r]
+                start = stream + np.uint64((r - row_start[b]) * T) * _GAMMA
                 # each 64-bit hash gives two 32-bit draws: the low half for step t, the high half for
                 # step t + half (two independent uniforms: the finaliser's output bits are uniform)
-                half = (T + 1) // 2
                 for t in range(half):
                     z = _mix(start + np.uint64(t) * _GAMMA)
-                    flags[b, k, t] = 1 if (z & _LOW32) < threshold else 0
-                    flags[b, k, t + half] = 1 if (z >> _S32) < threshold else 0
+                    flags[r, t] = 1 if (z & _LOW32) < threshold else 0
+                    flags[r, t + half] = 1 if (z >> _S32) < threshold else 0
                 for t in range(T, padded):  # also clears slot T that an odd T fills above
-                    flags[b, k, t] = 0
+                    flags[r, t] = 0
 
     @numba.njit(cache=True, nogil=True, fastmath=True)
-    def _forward_kernel(flags, idx, count, weight, out):
-        """out[b, o, t] = sum_k flags[b, k, t] * weight[o, idx[b, k]] (k outer: each row of flags is
-        read once and reused for every output while it sits in L1)."""
-        B, K, T = flags.shape
-        O = weight.shape[0]
+    def _forward_kernel(flags, columns, row_start, weight, out):
+        """out[b, o, t] = sum over rows r of sample b of flags[r, t] * weight[o, columns[r]]
+        (rows outer: each row of flags is read once and reused for every output while in L1)."""
+        B, O, T = out.shape
         for b in range(B):
             for o in range(O):
                 for t in range(T):
                     out[b, o, t] = 0
-            for k in range(count[b]):
-                column = idx[b, k]
+            for r in range(row_start[b], row_start[b + 1]):
+                column = columns[r]
                 for o in range(O):
                     w = weight[o, column]
                     for t in range(T):
-                        out[b, o, t] += flags[b, k, t] * w
+                        out[b, o, t] += flags[r, t] * w
 
     @numba.njit(cache=True, nogil=True, fastmath=True)
-    def _weight_grad_kernel(flags, idx, count, grad_out, grad_weight):
-        """grad_weight[o, idx[b, k]] += sum_t flags[b, k, t] * grad_out[b, o, t]."""
-        B, K, T = flags.shape
-        O = grad_out.shape[1]
+    def _weight_grad_kernel(flags, columns, row_start, grad_out, grad_weight):
+        """grad_weight[o, columns[r]] += sum_t flags[r, t] * grad_out[b, o, t] for the rows r of sample b."""
+        B, O, T = grad_out.shape
         for b in range(B):
-            for k in range(count[b]):
-                column = idx[b, k]
+            for r in range(row_start[b], row_start[b + 1]):
+                column = columns[r]
                 for o in range(O):
                     acc = grad_out.dtype.type(0)
                     for t in range(T):
-                        acc += flags[b, k, t] * grad_out[b, o, t]
+                        acc += flags[r, t] * grad_out[b, o, t]
                     grad_weight[o, column] += acc
 
 
+class _BufferPool:
+    """Reuses large scratch arrays between calls.
+
+    A fresh multi-megabyte array costs page faults on first touch every training step; a pooled one
+    does not. An array is handed out again only when nothing but the pool refers to it (the autograd
+    context that saved it for backward has been freed), so results never share memory.
+    """
+
+    def __init__(self, keep: int = 4):
+        self.keep = keep
+        self.arrays: list = []
+
+    def get(self, shape: tuple, dtype) -> np.ndarray:
+        size = int(np.prod(shape))
+        for array in self.arrays:
+            # 3 references: the list, `array`, and getrefcount's argument
+            if array.dtype == dtype and array.size >= size and sys.getrefcount(array) <= 3:
+                return array[:size].reshape(shape)
+        array = np.empty(max(size, 1), dtype)
+        self.arrays = ([array] + self.arrays)[: self.keep]
+        return array[:size].reshape(shape)
+
+
+_POOL = _BufferPool()
+
+
 def _fast_flags(x: torch.Tensor, T: int, seed: int, dtype):
-    idx, thr_c, count = _compact(x.numpy(), *_scale(x))
-    # Steps are padded to a multiple of 16 so the vectorised loops over t need no scalar remainder;
-    # rows past count[b] are never read.
-    flags = np.empty((x.shape[0], idx.shape[1], -(-T // 16) * 16), dtype)
-    _fire_kernel(thr_c, count, T, seed, flags)
-    return flags, idx, count
+    """Fire flags ``[rows, T rounded up to 16]`` of all non-zero inputs (see :func:`_compact`)."""
+    columns, thresholds, row_start = _compact(x.numpy(), *_scale(x))
+    # Steps are padded to a multiple of 16 so the vectorised loops over t need no scalar remainder.
+    flags = _POOL.get((len(columns), -(-T // 16) * 16), np.dtype(dtype))
+    _fire_kernel(thresholds, row_start, T, seed, flags)
+    return flags, columns, row_start
 
 
 def _torch_spikes(x: torch.Tensor, T: int, seed: int) -> torch.Tensor:
@@ -224,12 +252,11 @@ def _spikes(x: torch.Tensor, T: int, seed: int) -> torch.Tensor:
     """uint8 spikes [T, B, F] for checked intensities [B, F]."""
     if numba is None:
         return _torch_spikes(x, T, seed)
-    flags, idx, count = _fast_flags(x, T, seed, np.uint8)
+    flags, columns, row_start = _fast_flags(x, T, seed, np.uint8)
     B, F = x.shape
     dense = np.zeros((B, F, T), np.uint8)
-    keep = np.arange(idx.shape[1])[None, :] < count[:, None]
-    rows = np.broadcast_to(np.arange(B)[:, None], idx.shape)
-    dense[rows[keep], idx[keep]] = flags[keep][:, :T]
+    samples = np.repeat(np.arange(B), np.diff(row_start))
+    dense[samples, columns] = flags[:, :T]
     return torch.from_numpy(np.ascontiguousarray(dense.transpose(2, 0, 1)))
 
 
@@ -237,23 +264,23 @@ class _PoissonLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, T, seed):
         weight_np = weight.detach().contiguous().numpy()
-        flags, idx, count = _fast_flags(x, T, seed, weight_np.dtype)
-        out = np.empty((x.shape[0], weight.shape[0], flags.shape[2]), weight_np.dtype)
-        _forward_kernel(flags, idx, count, weight_np, out)
-        ctx.saved = (flags, idx, count, weight.shape)
+        flags, columns, row_start = _fast_flags(x, T, seed, weight_np.dtype)
+        out = np.empty((x.shape[0], weight.shape[0], flags.shape[1]), weight_np.dtype)
+        _forward_kernel(flags, columns, row_start, weight_np, out)
+        ctx.saved = (flags, columns, row_start, weight.shape)
         return torch.from_numpy(out[:, :, :T]).permute(2, 0, 1)  # [B, O, T] -> [T, B, O]
 
     @staticmethod
     def backward(ctx, grad_out):
         if not ctx.needs_input_grad[1]:
             return None, None, None, None
-        flags, idx, count, shape = ctx.saved
+        flags, columns, row_start, shape = ctx.saved
         T = grad_out.shape[0]
-        grad_np = np.zeros((grad_out.shape[1], grad_out.shape[2], flags.shape[2]),
+        grad_np = np.zeros((grad_out.shape[1], grad_out.shape[2], flags.shape[1]),
                            torch.empty(0, dtype=grad_out.dtype).numpy().dtype)
         grad_np[:, :, :T] = grad_out.permute(1, 2, 0).numpy()
         grad_weight = np.zeros(shape, grad_np.dtype)
-        _weight_grad_kernel(flags, idx, count, grad_np, grad_weight)
+        _weight_grad_kernel(flags, columns, row_start, grad_np, grad_weight)
         return None, torch.from_numpy(grad_weight), None, None
 
 

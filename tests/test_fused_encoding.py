@@ -105,3 +105,16 @@ def test_many_outputs_use_the_dense_path_with_the_same_spikes():
     out = poisson_linear(x, weight, 4, seed=9)
     torch.testing.assert_close(out, poisson_spikes(x, 4, seed=9).float() @ weight.t())
 
+
+
+def test_two_graphs_alive_do_not_share_scratch_memory():
+    # the scratch pool must not hand the first call's spikes to the second while backward still needs them
+    x = torch.randint(0, 256, (8, 50), dtype=torch.uint8)
+    weight = torch.randn(5, 50, requires_grad=True)
+    first = poisson_linear(x, weight, 10, seed=1)
+    second = poisson_linear(x, weight, 10, seed=2)
+    grad = torch.randn_like(first)
+    for out, seed in ((first, 1), (second, 2)):
+        (g_fused,) = torch.autograd.grad(out, weight, grad)
+        (g_dense,) = torch.autograd.grad(poisson_spikes(x, 10, seed=seed).float() @ weight.t(), weight, grad)
+        torch.testing.assert_close(g_fused, g_dense)

@@ -17,8 +17,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", default="spikeforge-demo",
                         help="where the checkpoints, metrics and plots go (default: ./spikeforge-demo)")
     parser.add_argument("--epochs", type=int, default=1, help="training epochs (default: 1)")
-    parser.add_argument("-T", "--time-steps", dest="T", type=int, default=50,
-                        help="simulation steps per image (default: 50; the published setting is 100)")
+    parser.add_argument("-T", "--time-steps", dest="T", type=int, default=100,
+                        help="simulation steps per image (default: 100, the published setting)")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
     parser.add_argument("--train-limit", type=int, default=None,
                         help="train on the first N of the 60,000 images (default: all)")
