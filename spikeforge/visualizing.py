@@ -220,6 +220,13 @@ def save_run_plots(out_dir: str | os.PathLike, v_t_array, s_t_array, label: int 
     fig, ax = plot_2d_heatmap(v_t_array, f"output membrane potential V[t] after reset{about}", "time step t",
                               "output neuron (class)", colorbar_y_label=f"V[t] (threshold {v_threshold:g})",
                               figsize=(10, 5), dpi=120)
+    # the membrane right after a spike is the reset value, so mark the spikes: a neuron that fires every
+    # step would otherwise look silent
+    t_idx, n_idx = np.nonzero(_as_array(s_t_array, "s_t_array", 2))
+    if len(t_idx):
+        ax.scatter(t_idx, n_idx, marker="o", s=12, facecolors="none", edgecolors="red", linewidths=0.8,
+                   label="spike (V reset)")
+        ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
     written.append(_save(fig, out_dir / "membrane.png", plt))
     metrics_path = Path(metrics_path) if metrics_path is not None else out_dir / "metrics.jsonl"
     if metrics_path.is_file():
