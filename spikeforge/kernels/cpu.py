@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -261,9 +262,10 @@ def _chunk_size(T: int) -> int:
 def _pool() -> ThreadPoolExecutor:
     threads = max(1, torch.get_num_threads())
     pool = _state.get("pool")
-    if pool is None or _state.get("pool_threads") != threads:
+    # A forked child (DataLoader worker) inherits the pool object but not its threads: make a new one there.
+    if pool is None or _state.get("pool_key") != (threads, os.getpid()):
         pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="spikeforge-cpu")
-        _state["pool"], _state["pool_threads"] = pool, threads
+        _state["pool"], _state["pool_key"] = pool, (threads, os.getpid())
     return pool
 
 
