@@ -39,7 +39,7 @@ def _split_batch(batch):
 
 @torch.no_grad()
 def evaluate(snn: nn.Module, loader: Iterable, T_list: Sequence[int] | int, device: torch.device | str | None = None,
-             max_merged_batch: int = 4096, progress: bool = False) -> dict[int, float]:
+             max_merged_batch: int = 512, progress: bool = False) -> dict[int, float]:
     r"""Top-1 accuracy (in %) of ``snn`` after each number of steps in ``T_list``, simulating ``max(T_list)`` once.
 
     Each input is presented unchanged at every step (direct coding); the prediction after ``T`` steps is

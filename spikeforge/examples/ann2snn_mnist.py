@@ -128,7 +128,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--modes", nargs="+", default=list(DEFAULT_MODES))
+    parser.add_argument("--modes", nargs="*", default=list(DEFAULT_MODES))
     parser.add_argument("--T", nargs="+", type=int, default=list(DEFAULT_T))
     parser.add_argument("--calib-batches", type=int, default=None,
                         help="calibrate on this many training batches of 100 (default: all 600)")
