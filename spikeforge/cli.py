@@ -18,20 +18,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``only``, just that command's module is imported (the others get a bare entry)."""
     parser = argparse.ArgumentParser(prog="spikeforge", description="spiking neural networks on PyTorch")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module = importlib.import_module(module_name)
-        configure = getattr(module, f"configure_{name}_parser", None) or module.configure_parser
-        configure(command_parser)
         command_parser.set_defaults(_module=module_name, _command=name)
+        if only is None or only == name:
+            module = importlib.import_module(module_name)
+            configure = getattr(module, f"configure_{name}_parser", None) or module.configure_parser
+            configure(command_parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    parser = build_parser(only=chosen if chosen in COMMANDS else "")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
