@@ -2,7 +2,9 @@
 
 Kept in their own module, imported on first use, because ``triton.jit`` decides at decoration time whether a
 kernel is compiled for the GPU or run by the interpreter (``TRITON_INTERPRET=1``), and resolves helper kernels
-from module globals.
+from module globals. The kernels avoid ``tl.sum`` and friends: their combine functions are decorated when
+``triton`` is first imported, so in a process that imported triton before setting ``TRITON_INTERPRET`` they
+would not run under the interpreter.
 """
 
 import triton
@@ -110,7 +112,7 @@ def backward_kernel(x_ptr, v0_ptr, gs_ptr, gs_stride, gvl_ptr, gvs_ptr, gvs_stri
         tl.store(gx_ptr + row, h, mask=mask)
         v = reset(h, tl.where(fire(h, vth, TIE), 1.0, 0.0).to(v.dtype), vth, v_r, HARD)
     gv = tl.load(gvl_ptr + offs, mask=mask, other=0.0)
-    gd = tl.sum(0.0 * gv, axis=0)
+    gd = 0.0 * gv  # per-lane partial sums of the decay gradient (no tl.sum: see the module docstring)
     for i in range(T):
         t = T - 1 - i
         row = t * M + offs
@@ -137,7 +139,7 @@ def backward_kernel(x_ptr, v0_ptr, gs_ptr, gs_stride, gvl_ptr, gvs_ptr, gvs_stri
                 x_term = tl.load(x_ptr + row, mask=mask, other=0.0).to(h.dtype)
             else:
                 x_term = 0.0 * h
-            gd += tl.sum(tl.where(mask, gh * (x_term - (v_prev - v_r)), 0.0 * h), axis=0)
+            gd += tl.where(mask, gh * (x_term - (v_prev - v_r)), 0.0 * h)
         if DECAY_INPUT and LEAKY:
             tl.store(gx_ptr + row, gh * decay, mask=mask)
         else:
@@ -145,4 +147,4 @@ def backward_kernel(x_ptr, v0_ptr, gs_ptr, gs_stride, gvl_ptr, gvs_ptr, gvs_stri
         gv = gh - gh * decay
     tl.store(gv0_ptr + offs, gv, mask=mask)
     if NEED_DECAY_GRAD:
-        tl.store(partial_ptr + pid, gd)
+        tl.store(partial_ptr + offs, gd, mask=mask)

@@ -104,7 +104,7 @@ class TritonKernel:
         grad_x = torch.empty((T, M), dtype=cdt, device=dev)
         grad_v0 = torch.empty(M, dtype=cdt, device=dev)
         n_programs = triton_cdiv(M, _BLOCK)
-        partials = torch.zeros(n_programs if need_decay_grad else 1, dtype=cdt, device=dev)
+        partials = torch.zeros(M if need_decay_grad else 1, dtype=cdt, device=dev)  # per-neuron sums over t
         backward_kernel[(n_programs,)](
             x, v_init, gs, 0 if grad_spike is None else M, gvl, gvs, 0 if grad_v_seq is None else M, grad_x,
             grad_v0, partials, _params(decay, spec, cdt, dev), T, M,
