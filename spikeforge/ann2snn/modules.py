@@ -35,26 +35,28 @@ def _numba_if_kernel():
 
         @numba.njit(parallel=True, cache=True, nogil=True)
         def if_kernel(x, steps, static, v, count, theta, emit, signed, out):  # pragma: no cover - compiled
-            for m in numba.prange(v.shape[0]):
-                vm = v[m]
-                th = theta[m]
-                amp = th if emit else 1.0
-                c = count[m] if signed else 0.0
+            # Tiles of the neuron axis stay in L1 while the tile walks through time; the inner loop runs
+            # over contiguous memory for every step.
+            size = v.shape[0]
+            tile = 1024
+            for b in numba.prange((size + tile - 1) // tile):
+                lo = b * tile
+                hi = min(lo + tile, size)
                 for t in range(steps):
-                    vm += x[0, m] if static else x[t, m]
-                    if vm >= th:
-                        vm -= th
-                        c += 1.0
-                        out[t, m] = amp
-                    elif signed and vm < 0.0 and c > 0.0:
-                        vm += th
-                        c -= 1.0
-                        out[t, m] = -amp
-                    else:
-                        out[t, m] = 0.0
-                v[m] = vm
-                if signed:
-                    count[m] = c
+                    row = 0 if static else t
+                    for m in range(lo, hi):
+                        th = theta[m]
+                        vm = v[m] + x[row, m]
+                        s = 0.0
+                        if vm >= th:
+                            s = 1.0
+                        elif signed and vm < 0.0 and count[m] > 0.0:
+                            s = -1.0
+                        vm -= s * th
+                        v[m] = vm
+                        if signed:
+                            count[m] += s
+                        out[t, m] = s * th if emit else s
 
         _NUMBA_KERNEL = if_kernel
     return _NUMBA_KERNEL or None
