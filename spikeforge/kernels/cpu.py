@@ -121,7 +121,9 @@ def _build_kernels():
         ``sp`` holds the constants the reference forms from (p0, p1) in double precision before they meet the
         tensor: [p0, p1, π/2·p0, p0/√π, 1/p0, p0², 0.5/p0, p0/2, 1/(2·p0)].
         """
-        p0, p1 = sp[0], sp[1]
+        # Constants in locals: loads from ``sp`` inside the loops could alias ``z`` and block vectorisation.
+        p0, p1, c_atan, c_erf, inv_p0, p0_sq, rect_half, half_p0, leaky_in = (
+            sp[0], sp[1], sp[2], sp[3], sp[4], sp[5], sp[6], sp[7], sp[8])
         zero = one - one
         if sid == 0:  # Sigmoid: p0·s·(1 − s), s = σ(p0·z)
             for i in range(n):
@@ -129,15 +131,15 @@ def _build_kernels():
                 z[i] = p0 * s * (one - s)
         elif sid == 1:  # ATan: (p0/2) / (1 + (π/2·p0·z)²)
             for i in range(n):
-                u = sp[2] * z[i]
-                z[i] = sp[7] / (one + u * u)
+                u = c_atan * z[i]
+                z[i] = half_p0 / (one + u * u)
         elif sid == 2:  # PiecewiseQuadratic: p0 − p0²|z| inside |z| ≤ 1/p0
             for i in range(n):
                 a = abs(z[i])
-                z[i] = zero if a > sp[4] else p0 - sp[5] * a
+                z[i] = zero if a > inv_p0 else p0 - p0_sq * a
         elif sid == 3:  # PiecewiseExp: (p0/2)·exp(−p0|z|)
             for i in range(n):
-                z[i] = sp[7] * fast_exp(-(p0 * abs(z[i])))
+                z[i] = half_p0 * fast_exp(-(p0 * abs(z[i])))
         elif sid == 4:  # SoftSign: p0 / (2(1 + p0|z|)²)
             for i in range(n):
                 u = one + p0 * abs(z[i])
@@ -149,13 +151,13 @@ def _build_kernels():
         elif sid == 6:  # Erf: (p0/√π)·exp(−(p0·z)²)
             for i in range(n):
                 u = p0 * z[i]
-                z[i] = sp[3] * fast_exp(-(u * u))
+                z[i] = c_erf * fast_exp(-(u * u))
         elif sid == 7:  # Rect: p0 inside |z| < 0.5/p0
             for i in range(n):
-                z[i] = p0 if abs(z[i]) < sp[6] else zero
+                z[i] = p0 if abs(z[i]) < rect_half else zero
         else:  # PiecewiseLeakyReLU: 1/(2w) inside |z| < w, c outside (w = p0, c = p1)
             for i in range(n):
-                z[i] = sp[8] if abs(z[i]) < p0 else p1
+                z[i] = leaky_in if abs(z[i]) < p0 else p1
 
     @njit(cache=True, nogil=True, error_model="numpy")
     def forward(x, v0, spike, one_bits, v_last, v_seq, store_v_seq, one, decay, v_r, vth, leaky, decay_input,
