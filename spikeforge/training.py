@@ -352,3 +352,35 @@ def save_args(args, out_dir: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"{args}\n{' '.join(sys.argv)}", encoding="utf-8")
     return path
+
+
+def add_spikingjelly_flags(parser, *, T: int, batch_size: int, epochs: int, opt: str, lr: float,
+                           data_help: str, default_threads: int | None, threads_help: str):
+    """The flags SpikingJelly's training examples share (``-T -device -b -epochs -j -data-dir -out-dir -resume
+    -amp -opt -momentum -lr``) plus spikeforge's run controls; each example adds its own model flags."""
+    import torch
+
+    default_device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    parser.add_argument("-T", default=T, type=int, help="simulating time-steps")
+    parser.add_argument("-device", default=default_device, help=f"device (default: {default_device})")
+    parser.add_argument("-b", default=batch_size, type=int, help="batch size")
+    parser.add_argument("-epochs", default=epochs, type=int, metavar="N", help="number of total epochs to run")
+    parser.add_argument("-j", default=4, type=int, metavar="N",
+                        help="number of data loading workers (accepted for compatibility; the data set is "
+                             "held in memory and needs none)")
+    parser.add_argument("-data-dir", type=str, default=None, help=data_help)
+    parser.add_argument("-out-dir", type=str, default="./logs", help="root dir for saving logs and checkpoint")
+    parser.add_argument("-resume", type=str, help="resume from the checkpoint path")
+    parser.add_argument("-amp", action="store_true",
+                        help="automatic mixed precision training (bf16 autocast on the CPU)")
+    parser.add_argument("-opt", type=str, choices=["sgd", "adam"], default=opt,
+                        help=f"use which optimizer. SGD or Adam (default: {opt})")
+    parser.add_argument("-momentum", default=0.9, type=float, help="momentum for SGD")
+    parser.add_argument("-lr", default=lr, type=float, help="learning rate")
+    parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
+    parser.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
+    parser.add_argument("--seed", type=int, default=None, help="seed torch's RNG (default: not seeded)")
+    parser.add_argument("--threads", type=int, default=default_threads, help=threads_help)
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    parser.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
+    return parser

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from spikeforge import functional, layer, neuron, surrogate
+from spikeforge.training import add_spikingjelly_flags
 
 
 class CSNN(nn.Module):
@@ -65,35 +66,15 @@ class CSNN(nn.Module):
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(description="Classify Fashion-MNIST")
-    default_device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    parser.add_argument("-T", default=4, type=int, help="simulating time-steps")
-    parser.add_argument("-device", default=default_device, help=f"device (default: {default_device})")
-    parser.add_argument("-b", default=128, type=int, help="batch size")
-    parser.add_argument("-epochs", default=64, type=int, metavar="N", help="number of total epochs to run")
-    parser.add_argument("-j", default=4, type=int, metavar="N",
-                        help="number of data loading workers (accepted for compatibility; the data set is "
-                             "held in memory and needs none)")
-    parser.add_argument("-data-dir", type=str, default=None,
-                        help="folder with the four Fashion-MNIST .gz files (or torchvision's FashionMNIST/raw "
-                             "under it); default: ../shared/data/fashion-mnist next to the source tree")
-    parser.add_argument("-out-dir", type=str, default="./logs", help="root dir for saving logs and checkpoint")
-    parser.add_argument("-resume", type=str, help="resume from the checkpoint path")
-    parser.add_argument("-amp", action="store_true",
-                        help="automatic mixed precision training (bf16 autocast on the CPU)")
-    parser.add_argument("-opt", type=str, choices=["sgd", "adam"], default="sgd",
-                        help="use which optimizer. SGD or Adam (default: sgd)")
-    parser.add_argument("-momentum", default=0.9, type=float, help="momentum for SGD")
-    parser.add_argument("-lr", default=0.1, type=float, help="learning rate")
+    add_spikingjelly_flags(
+        parser, T=4, batch_size=128, epochs=64, opt="sgd", lr=0.1,
+        data_help="folder with the four Fashion-MNIST .gz files (or torchvision's FashionMNIST/raw under it); "
+                  "default: ../shared/data/fashion-mnist next to the source tree",
+        default_threads=None, threads_help="CPU threads for torch and numba (default: their own defaults)",
+    )
     parser.add_argument("-channels", default=128, type=int, help="channels of CSNN")
     parser.add_argument("-save-es", default=None,
                         help="dir for saving the spikes of the first {Conv2d-BatchNorm2d-IFNode} for test image 0")
-    parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
-    parser.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
-    parser.add_argument("--seed", type=int, default=None, help="seed torch's RNG (default: not seeded)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch and numba (default: their own defaults)")
-    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
-    parser.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
     return parser
 
 

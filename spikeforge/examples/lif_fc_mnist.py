@@ -29,6 +29,7 @@ from torch import nn
 
 from spikeforge import encoding, functional, layer, neuron, surrogate
 from spikeforge.fused_encoding import has_fast_kernels, poisson_linear
+from spikeforge.training import add_spikingjelly_flags
 
 
 class SNN(nn.Module):
@@ -63,37 +64,18 @@ class SNN(nn.Module):
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(description="LIF MNIST Training")
-    default_device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    parser.add_argument("-T", default=100, type=int, help="simulating time-steps")
-    parser.add_argument("-device", default=default_device, help=f"device (default: {default_device})")
-    parser.add_argument("-b", default=64, type=int, help="batch size")
-    parser.add_argument("-epochs", default=100, type=int, metavar="N", help="number of total epochs to run")
-    parser.add_argument("-j", default=4, type=int, metavar="N",
-                        help="number of data loading workers (accepted for compatibility; the data set is "
-                             "held in memory and needs none)")
-    parser.add_argument("-data-dir", type=str, default=None,
-                        help="folder with the four MNIST .gz files (or torchvision's MNIST/raw under it); "
-                             "default: the copy bundled with spikeforge")
-    parser.add_argument("-out-dir", type=str, default="./logs", help="root dir for saving logs and checkpoint")
-    parser.add_argument("-resume", type=str, help="resume from the checkpoint path")
-    parser.add_argument("-amp", action="store_true",
-                        help="automatic mixed precision training (bf16 autocast on the CPU)")
-    parser.add_argument("-opt", type=str, choices=["sgd", "adam"], default="adam",
-                        help="use which optimizer. SGD or Adam")
-    parser.add_argument("-momentum", default=0.9, type=float, help="momentum for SGD")
-    parser.add_argument("-lr", default=1e-3, type=float, help="learning rate")
+    add_spikingjelly_flags(
+        parser, T=100, batch_size=64, epochs=100, opt="adam", lr=1e-3,
+        data_help="folder with the four MNIST .gz files (or torchvision's MNIST/raw under it); "
+                  "default: the copy bundled with spikeforge",
+        default_threads=1,
+        threads_help="CPU threads for torch and numba (default: 1; this network's ops are too small to gain "
+                     "from more, and two threads measured 2-4x slower on a 2-core machine)",
+    )
     parser.add_argument("-tau", default=2.0, type=float, help="parameter tau of LIF neuron")
     parser.add_argument("--dense", action="store_true",
                         help="materialise the Poisson spikes and run the plain Sequential (slower; the "
                              "fused path computes the same thing)")
-    parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
-    parser.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
-    parser.add_argument("--seed", type=int, default=None, help="seed torch's RNG (default: not seeded)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for torch and numba (default: 1; this network's ops are too small "
-                             "to gain from more, and two threads measured 2-4x slower on a 2-core machine)")
-    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
-    parser.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
     return parser
 
 
