@@ -52,7 +52,8 @@ def _integer_ticks(axis, enabled: bool):
     if enabled:
         from matplotlib.ticker import MaxNLocator
 
-        axis.set_major_locator(MaxNLocator(integer=True))
+        # min_n_ticks=1 keeps integer ticks even when the range holds a single integer (a one-epoch run)
+        axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def plot_1d_spikes(spikes, title: str, xlabel: str, ylabel: str, int_x_ticks: bool = True,
@@ -194,6 +195,7 @@ def plot_training_curves(records: Sequence[dict] | str | os.PathLike, title: str
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)  # a one-epoch run would otherwise get ±0.05 ticks
         _integer_ticks(ax.xaxis, True)
     best = max(records, key=lambda r: r["test_acc"])
     ax_acc.annotate(f"best test {best['test_acc']:.2%}\n(epoch {best['epoch']})",
