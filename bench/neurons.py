@@ -217,24 +217,25 @@ def bench_case(kind: str, T: int, N: int, impls: dict, repeats: int, min_seconds
 
 # ------------------------------------------------------------------------------------------------- conv SNN
 def conv_snn(library: str, backend: str | None = None):
+    """The same conv SNN built from each library's own layers (as its users would write it)."""
     if library == "spikingjelly":
-        from spikingjelly.activation_based import layer as sj_layer
+        from spikingjelly.activation_based import layer as lib_layer
         from spikingjelly.activation_based import neuron as sj_neuron
 
         def lif():
             return sj_neuron.LIFNode(tau=TAU, step_mode="m")
-
-        seq = sj_layer.SeqToANNContainer
     else:
+        lib_layer = sf_layer
+
         def lif():
             return sf_neuron.LIFNode(tau=TAU, step_mode="m", backend=backend)
 
-        seq = sf_layer.SeqToANNContainer
+    seq = lib_layer.SeqToANNContainer
     return torch.nn.Sequential(
-        seq(torch.nn.Conv2d(1, 16, 3, padding=1, bias=False), torch.nn.BatchNorm2d(16)), lif(),
-        seq(torch.nn.MaxPool2d(2), torch.nn.Conv2d(16, 32, 3, padding=1, bias=False), torch.nn.BatchNorm2d(32)),
+        seq(lib_layer.Conv2d(1, 16, 3, padding=1, bias=False), lib_layer.BatchNorm2d(16)), lif(),
+        seq(lib_layer.MaxPool2d(2), lib_layer.Conv2d(16, 32, 3, padding=1, bias=False), lib_layer.BatchNorm2d(32)),
         lif(),
-        seq(torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(32 * 7 * 7, 10)), lif(),
+        seq(lib_layer.MaxPool2d(2), lib_layer.Flatten(), lib_layer.Linear(32 * 7 * 7, 10)), lif(),
     )
 
 

@@ -60,9 +60,57 @@ Conv1d = _step_layer(nn.Conv1d)
 Conv2d = _step_layer(nn.Conv2d)
 Conv3d = _step_layer(nn.Conv3d)
 ConvTranspose2d = _step_layer(nn.ConvTranspose2d)
-MaxPool1d = _step_layer(nn.MaxPool1d)
-MaxPool2d = _step_layer(nn.MaxPool2d)
-MaxPool3d = _step_layer(nn.MaxPool3d)
+
+
+class _MaxPoolSavingIndices(torch.autograd.Function):
+    """Max pooling whose backward keeps only the argmax indices (int32 when they fit), not the input.
+
+    ``torch.nn.functional.max_pool*d`` saves its whole input for backward although the gradient only needs the
+    indices: for a 2×2 pool of spikes that is 4 bytes per input element saved in vain. The gradient is the same
+    scatter-add of the output gradient onto the argmax positions.
+    """
+
+    @staticmethod
+    def forward(ctx, x, pool_fn, kwargs):
+        out, indices = pool_fn(x, return_indices=True, **kwargs)
+        plane = x[0, 0].numel()
+        ctx.save_for_backward(indices.to(torch.int32) if plane < 2**31 else indices)
+        ctx.input_shape = x.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (indices,) = ctx.saved_tensors
+        n, c = ctx.input_shape[:2]
+        grad_in = grad_out.new_zeros(n, c, ctx.input_shape[2:].numel())
+        grad_in.scatter_add_(2, indices.flatten(2).long(), grad_out.flatten(2))
+        return grad_in.view(ctx.input_shape), None, None
+
+
+def _memory_lean_max_pool(base: type[nn.Module], pool_fn, spatial_dims: int) -> type[nn.Module]:
+    cls = _step_layer(base)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        if self.return_indices or not (torch.is_grad_enabled() and x.requires_grad) or x.dim() != spatial_dims + 2:
+            return base.forward(self, x)
+        kwargs = dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
+                      dilation=self.dilation, ceil_mode=self.ceil_mode)
+        return _MaxPoolSavingIndices.apply(x, pool_fn, kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.step_mode == "s":
+            return pool(self, x)
+        return F.seq_to_ann_forward(x, lambda y: pool(self, y))
+
+    cls.forward = forward
+    cls.__doc__ = (f"``torch.nn.{base.__name__}`` with ``step_mode``; in training it saves only the argmax indices "
+                   "for backward (not the input), with the same gradient.")
+    return cls
+
+
+MaxPool1d = _memory_lean_max_pool(nn.MaxPool1d, torch_F.max_pool1d, 1)
+MaxPool2d = _memory_lean_max_pool(nn.MaxPool2d, torch_F.max_pool2d, 2)
+MaxPool3d = _memory_lean_max_pool(nn.MaxPool3d, torch_F.max_pool3d, 3)
 AvgPool1d = _step_layer(nn.AvgPool1d)
 AvgPool2d = _step_layer(nn.AvgPool2d)
 AvgPool3d = _step_layer(nn.AvgPool3d)

@@ -218,3 +218,30 @@ def test_published_stbp_snippet_runs():
     out.sum().backward()
     assert out.shape == (2, 10) and net.conv1.weight.grad is not None
     assert {"conv1.weight", "conv1_s.layer.weight", "conv1_s.bn.running_var"} <= set(net.state_dict())
+
+
+@pytest.mark.parametrize("ref_cls, cls, shape, kwargs", [
+    (nn.MaxPool2d, layer.MaxPool2d, (3, 4, 9, 10), dict(kernel_size=2)),
+    (nn.MaxPool2d, layer.MaxPool2d, (3, 4, 9, 10), dict(kernel_size=3, stride=1, padding=1)),  # overlapping
+    (nn.MaxPool1d, layer.MaxPool1d, (3, 4, 11), dict(kernel_size=3, stride=2, ceil_mode=True)),
+    (nn.MaxPool3d, layer.MaxPool3d, (2, 3, 5, 6, 7), dict(kernel_size=2, dilation=2)),
+])
+def test_max_pool_saves_only_indices_and_keeps_the_gradient(ref_cls, cls, shape, kwargs):
+    torch.manual_seed(0)
+    x = torch.randn(*shape, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    saved_bytes = []
+
+    def pack(t):
+        saved_bytes.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = cls(**kwargs)(x)
+    expected = ref_cls(**kwargs)(x_ref)
+    assert torch.equal(out, expected)
+    assert sum(saved_bytes) == out.numel() * 4  # int32 indices only, no copy of the input
+    g = torch.randn_like(out)
+    (out * g).sum().backward()
+    (expected * g).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-6, rtol=0)
