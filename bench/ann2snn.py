@@ -10,8 +10,8 @@ both), then simulate the 10,000 MNIST test images for T steps; we report accurac
 
 Run it from the repository root with the peers' environment (spikeforge comes from this checkout):
 
-    flock /tmp/spikeforge-bench.lock nice /work/peervenv/bin/python bench/ann2snn.py \\
-        --weights /work/notes/ann2snn_cache/mnist_cnn.pt
+    /path/to/peer-venv/bin/python bench/ann2snn.py \\
+        --weights mnist_cnn.pt
 
 If ``--weights`` is missing the tutorial CNN is trained first (``--epochs``) and saved there.
 """
@@ -78,7 +78,8 @@ def timed(fn, repeats):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", default="/work/notes/ann2snn_cache/mnist_cnn.pt")
+    parser.add_argument("--weights", default="mnist_cnn.pt",
+                        help="trained tutorial CNN (trained and saved here first if the file does not exist)")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs if --weights does not exist")
     parser.add_argument("--batch-size", type=int, default=100, help="inference batch (both libraries)")
     parser.add_argument("--lr", type=float, default=2e-3)

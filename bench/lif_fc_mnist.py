@@ -2,7 +2,7 @@
 
 Run with an interpreter where both are importable (this script puts the repository on sys.path)::
 
-    flock /tmp/spikeforge-bench.lock /work/peervenv/bin/python bench/lif_fc_mnist.py
+    /path/to/peer-venv/bin/python bench/lif_fc_mnist.py
 
 Flags (both): -T 100 -b 64 -opt adam -lr 1e-3 -tau 2.0, one training epoch over the 60,000 MNIST
 images (drop_last, shuffled) and one test pass over the 10,000, both fed from the same in-memory
