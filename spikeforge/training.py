@@ -384,3 +384,32 @@ def add_spikingjelly_flags(parser, *, T: int, batch_size: int, epochs: int, opt:
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     parser.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
     return parser
+
+
+def make_optimizer(net: nn.Module, args) -> torch.optim.Optimizer:
+    """The optimizer chosen by the SpikingJelly flags ``-opt {sgd,adam} -lr -momentum``."""
+    if args.opt == "sgd":
+        return torch.optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum)
+    return torch.optim.Adam(net.parameters(), lr=args.lr)
+
+
+def setup_run(args) -> torch.device:
+    """Apply an example's ``--seed`` / ``--threads`` flags and return its ``-device``."""
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    if args.threads is not None:
+        set_threads(args.threads)
+    return torch.device(args.device)
+
+
+def fit_or_exit_code(**fit_kwargs) -> int | None:
+    """:func:`fit_classifier` for a command-line example: None when training finished, else the exit code
+    (130 after Ctrl-C, which leaves a resumable ``checkpoint_latest.pth``; 2 for an unusable checkpoint)."""
+    try:
+        fit_classifier(**fit_kwargs)
+    except KeyboardInterrupt:
+        return 130
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return None

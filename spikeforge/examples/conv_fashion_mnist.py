@@ -153,13 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _check_args(args)
     print(args)
-    if args.seed is not None:
-        torch.manual_seed(args.seed)
-    if args.threads is not None:
-        from spikeforge.training import set_threads
-
-        set_threads(args.threads)
-    device = torch.device(args.device)
+    device = training.setup_run(args)
     net = CSNN(T=args.T, channels=args.channels).to(device)
     print(net)
     try:
@@ -167,24 +161,17 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetFileError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.opt == "sgd":
-        optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum)
-    else:
-        optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
+    optimizer = training.make_optimizer(net, args)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(args.epochs, 1))
     out_dir = run_dir(args)
     training.save_args(args, out_dir)
-    try:
-        training.fit_classifier(
-            net=net, forward=net, optimizer=optimizer, train_data=train_data, test_data=test_data,
-            batch_size=args.b, epochs=args.epochs, out_dir=out_dir, device=device, amp=args.amp,
-            scheduler=scheduler, resume=args.resume, header=f"{args}\n{out_dir}",
-            progress=not args.no_progress)
-    except KeyboardInterrupt:
-        return 130
-    except training.CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    exit_code = training.fit_or_exit_code(
+        net=net, forward=net, optimizer=optimizer, train_data=train_data, test_data=test_data,
+        batch_size=args.b, epochs=args.epochs, out_dir=out_dir, device=device, amp=args.amp,
+        scheduler=scheduler, resume=args.resume, header=f"{args}\n{out_dir}",
+        progress=not args.no_progress)
+    if exit_code is not None:
+        return exit_code
     image, label = test_data[0][0].to(device), int(test_data[1][0])
     v_t_array, s_t_array = record_test_image(net, image, out_dir)
     print(f"Firing rate: {s_t_array.mean(0)}")

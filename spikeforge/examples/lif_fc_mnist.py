@@ -91,12 +91,6 @@ def _check_args(args) -> None:
         raise SystemExit(f"-tau must be > 1 (the LIF decay is 1/tau), got {args.tau}")
 
 
-def make_optimizer(net: nn.Module, args) -> torch.optim.Optimizer:
-    if args.opt == "sgd":
-        return torch.optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum)
-    return torch.optim.Adam(net.parameters(), lr=args.lr)
-
-
 def load_mnist(data_dir, train_limit=None, test_limit=None):
     from spikeforge.datasets import MNIST
 
@@ -151,13 +145,7 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     args = (parser or build_parser()).parse_args(argv)
     _check_args(args)
     print(args)
-    if args.seed is not None:
-        torch.manual_seed(args.seed)
-    if args.threads is not None:
-        from spikeforge.training import set_threads
-
-        set_threads(args.threads)
-    device = torch.device(args.device)
+    device = training.setup_run(args)
     net = SNN(tau=args.tau, dense=args.dense).to(device)
     print(net)
     try:
@@ -165,20 +153,16 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     except DatasetFileError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    optimizer = make_optimizer(net, args)
+    optimizer = training.make_optimizer(net, args)
     out_dir = run_dir(args)
     training.save_args(args, out_dir)
-    try:
-        training.fit_classifier(
-            net=net, forward=lambda images: net.firing_rate(images, args.T), optimizer=optimizer,
-            train_data=train_data, test_data=test_data, batch_size=args.b, epochs=args.epochs,
-            out_dir=out_dir, device=device, amp=args.amp, resume=args.resume,
-            header=f"{args}\n{out_dir}", progress=not args.no_progress)
-    except KeyboardInterrupt:
-        return 130
-    except training.CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    exit_code = training.fit_or_exit_code(
+        net=net, forward=lambda images: net.firing_rate(images, args.T), optimizer=optimizer,
+        train_data=train_data, test_data=test_data, batch_size=args.b, epochs=args.epochs,
+        out_dir=out_dir, device=device, amp=args.amp, resume=args.resume,
+        header=f"{args}\n{out_dir}", progress=not args.no_progress)
+    if exit_code is not None:
+        return exit_code
     image, label = test_data[0][0].to(device), int(test_data[1][0])
     v_t_array, s_t_array = record_test_image(net, image, args.T, out_dir)
     print(f"Firing rate: {s_t_array.mean(0)}")
