@@ -92,8 +92,7 @@ def neuron_multi_step(
     if not x_flat.is_contiguous():
         x_flat = x_flat.contiguous()
     v_flat = v0.reshape(-1)
-    # Fused kernels implement the Heaviside firing only; the smooth (spiking=False) variant is for analysis.
-    kernel = ReferenceKernel if spec.smooth else select_kernel(x_seq.device, backend)
+    kernel = select_kernel(x_seq.device, backend, spec)
     if kernel is not ReferenceKernel:
         spike_seq, v_last, v_seq = _ops.call(x_flat, v_flat, decay, spec, bool(store_v_seq), kernel.name)
     else:

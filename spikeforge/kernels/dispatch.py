@@ -41,8 +41,14 @@ def available_backends() -> list[str]:
     return ["auto", *_KERNELS]
 
 
-def select_kernel(device: torch.device, backend: str | None = None):
-    """The kernel object for ``device``, honouring the ``backend`` argument and ``SPIKEFORGE_BACKEND``."""
+def select_kernel(device: torch.device, backend: str | None = None, spec=None):
+    """The kernel object for ``device``, honouring the ``backend`` argument and ``SPIKEFORGE_BACKEND``.
+
+    A ``spec`` with ``smooth=True`` (a surrogate with ``spiking=False``) always gets the reference kernel: the
+    fused kernels implement the Heaviside firing only.
+    """
+    if spec is not None and spec.smooth:
+        return ReferenceKernel
     requested = backend if backend is not None else os.environ.get(ENV_VAR)
     requested = _ALIASES.get(requested, requested)
     if requested != "auto":
