@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from . import surrogate as _surrogate
-from .base import check_step_mode
+from .base import MemoryModule, check_step_mode
 from .kernels import NeuronSpec, compute_dtype, neuron_multi_step
 
 
@@ -161,8 +161,6 @@ def plif_multi_step(
 
 # ------------------------------------------------------------------------------------ network helpers
 def _memory_modules(net: nn.Module) -> Iterable[nn.Module]:
-    from .base import MemoryModule
-
     for module in net.modules():
         if isinstance(module, MemoryModule) or (
             callable(getattr(module, "reset", None)) and hasattr(module, "step_mode")
