@@ -5,8 +5,9 @@ calibrates one scale per ReLU-like activation and replaces each by soft-reset IF
 scalers; ``evaluate(snn, test_loader, [8, 16, 32])`` gives the accuracy at several T from one simulation.
 """
 
-from .converter import ConvertedSNN, Converter, UnsupportedNodeError, fold_batchnorm, trace
+from .converter import Converter
 from .evaluate import evaluate, plot_accuracy_vs_T
+from .fold import bn_affine, fold_batchnorm, fold_conv_bn
 from .modules import (
     ChannelAffine,
     ConversionIFNode,
@@ -15,6 +16,9 @@ from .modules import (
     SpikingMaxPool,
     VoltageScaler,
 )
+from .observe import ActivationObserver
+from .result import ConvertedSNN
+from .trace import UnsupportedNodeError, trace
 
 __all__ = [
     "Converter",
@@ -30,4 +34,7 @@ __all__ = [
     "SpikingMaxPool",
     "MembraneReadout",
     "ChannelAffine",
+    "fold_conv_bn",
+    "bn_affine",
+    "ActivationObserver",
 ]

@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 
 from .. import functional as SF
-from .converter import ConvertedSNN, _progress
+from .converter import _progress
+from .result import ConvertedSNN
 
 __all__ = ["evaluate", "plot_accuracy_vs_T"]
 

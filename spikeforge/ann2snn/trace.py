@@ -1,0 +1,93 @@
+"""Tracing an ANN with ``torch.fx``, saying where a node sits when it cannot be converted, graph-edit helpers.
+
+:func:`trace` keeps the stack trace of every node, so that :class:`UnsupportedNodeError` can name the source
+line an unsupported operation was traced from, next to the node's inputs and users.
+"""
+
+from __future__ import annotations
+
+import torch.fx as fx
+import torch.nn as nn
+
+__all__ = ["UnsupportedNodeError", "trace"]
+
+
+class UnsupportedNodeError(NotImplementedError):
+    """Raised when a traced ANN contains an operation with no rate-coded equivalent."""
+
+    def __init__(self, node: fx.Node, reason: str):
+        self.node_name = node.name
+        self.target = node.target
+        super().__init__(f"cannot convert node '{node.name}' ({_describe(node)}) {_place(node)}: {reason}")
+
+
+class _Tracer(fx.Tracer):
+    def __init__(self):
+        super().__init__()
+        self.record_stack_traces = True
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """Symbolically trace ``model`` (keeping the stack trace of every node for error messages)."""
+    tracer = _Tracer()
+    graph = tracer.trace(model)
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+# ------------------------------------------------------------------------------------------ diagnostics
+def _describe(node: fx.Node) -> str:
+    """What a node calls: ``module 'net.1' of type GELU``, ``function torch.sigmoid``, ``method Tensor.mul``."""
+    if node.op == "call_module":
+        module = node.graph.owning_module.get_submodule(node.target) if node.graph.owning_module else None
+        kind = type(module).__name__ if module is not None else "?"
+        return f"module '{node.target}' of type {kind}"
+    if node.op == "call_function":
+        name = getattr(node.target, "__qualname__", None) or getattr(node.target, "__name__", str(node.target))
+        module = getattr(node.target, "__module__", None) or ""
+        return f"function {module + '.' if module else ''}{name}"
+    if node.op == "call_method":
+        return f"method Tensor.{node.target}"
+    return f"{node.op} {node.target}"
+
+
+def _place(node: fx.Node) -> str:
+    """Where a node sits: its inputs, its users and, when traced with a stack, the source line."""
+    inputs = [a.name for a in node.all_input_nodes] or ["(graph input)"]
+    users = [u.name for u in node.users] or ["(nothing)"]
+    where = f"after {', '.join(inputs)}, feeding {', '.join(users)}"
+    if node.stack_trace:
+        lines = [ln.strip() for ln in node.stack_trace.strip().splitlines() if ln.strip()]
+        source = [ln for ln in lines if ln.startswith("File ")]
+        if source:
+            where += f"; traced at {source[-1]}"
+            index = lines.index(source[-1])
+            if index + 1 < len(lines):
+                where += f": {lines[index + 1]}"
+    return where
+
+
+# ------------------------------------------------------------------------------------ graph-edit helpers
+def _unique_name(gm: fx.GraphModule, base: str) -> str:
+    """``base`` (dots replaced) or ``base_1``, ``base_2`` ...: the first name not yet an attribute of ``gm``."""
+    base = base.replace(".", "_")
+    name, k = base, 1
+    while hasattr(gm, name):
+        name = f"{base}_{k}"
+        k += 1
+    return name
+
+
+def _call_sites(gm: fx.GraphModule) -> dict[str, int]:
+    """How many ``call_module`` nodes call each submodule path."""
+    sites: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            sites[node.target] = sites.get(node.target, 0) + 1
+    return sites
+
+
+def _block_name(gm: fx.GraphModule, node: fx.Node, prefix: str, sites: dict[str, int]) -> str:
+    """Reuse the replaced module's own path (``network.2``) when it is called once, else a fresh name."""
+    if node.op == "call_module" and sites.get(node.target) == 1:
+        return node.target
+    return _unique_name(gm, f"{prefix}_{node.name}")
