@@ -1,49 +1,44 @@
-"""Functional API: network-wide state helpers, step-mode helpers and the multi-step neuron calls.
+"""Functional API: network-wide state helpers, step-mode helpers and the neuron calls.
 
-``if_multi_step`` / ``lif_multi_step`` / ``plif_multi_step`` are the kernel boundary: the neuron modules call
-them, and they hand the work to :func:`spikeforge.kernels.neuron_multi_step`, which picks the reference, fused
-CPU or Triton kernel. Each takes the state explicitly and returns ``(spike_seq, v_last, v_seq_or_None)``.
+The neuron calls are the kernel boundary: every neuron module calls one of them, and they alone hand the work
+to :mod:`spikeforge.kernels` (module → functional → one dispatch → kernel). Each takes a
+:class:`~spikeforge.spec.NeuronSpec` (or builds one from SpikingJelly-style keywords), the state explicitly, and
+returns the new state with the output:
+
+* :func:`neuron_multi_step` — any charge-fire-reset spec (IF / LIF / PLIF / STBP LIF);
+  :func:`if_multi_step`, :func:`lif_multi_step`, :func:`plif_multi_step` build the spec from keywords;
+* :func:`conversion_if_multi_step` — the ANN→SNN IF neuron;
+* :func:`group_lif` — SNN-MLP's group LIF.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn as nn
 
+from . import kernels as _kernels
 from . import surrogate as _surrogate
 from .base import MemoryModule, check_step_mode
-from .kernels import NeuronSpec, compute_dtype, neuron_multi_step
+from .spec import (
+    KernelFamily,
+    NeuronSpec,
+    SurrogateSpec,
+    check_reset,
+    check_retention,
+    check_threshold,
+    check_time_constant,
+    if_spec,
+    lif_spec,
+    plif_spec,
+)
+
+# validation is written once, in spikeforge.spec; these names stay importable from here
+check_tau = check_time_constant
 
 
 # --------------------------------------------------------------------------------------------- validation
-def check_threshold(v_threshold: float) -> float:
-    v_threshold = float(v_threshold)
-    if not math.isfinite(v_threshold):
-        raise ValueError(f"v_threshold must be a finite number, got {v_threshold}")
-    return v_threshold
-
-
-def check_reset(v_reset: float | None) -> float | None:
-    if v_reset is None:
-        return None
-    v_reset = float(v_reset)
-    if not math.isfinite(v_reset):
-        raise ValueError(f"v_reset must be a finite number or None (soft reset), got {v_reset}")
-    return v_reset
-
-
-def check_tau(tau: float, name: str = "tau") -> float:
-    if isinstance(tau, bool) or not isinstance(tau, int | float):
-        raise TypeError(f"{name} must be a number > 1, got {type(tau).__name__}")
-    tau = float(tau)
-    if not math.isfinite(tau) or tau <= 1.0:
-        raise ValueError(f"{name} must be a finite number > 1 (the membrane time constant in steps), got {tau}")
-    return tau
-
-
 def check_sequence(x_seq: torch.Tensor, name: str = "x_seq") -> torch.Tensor:
     if not isinstance(x_seq, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x_seq).__name__}")
@@ -55,9 +50,9 @@ def check_sequence(x_seq: torch.Tensor, name: str = "x_seq") -> torch.Tensor:
     return x_seq
 
 
-def _initial_state(x_seq: torch.Tensor, v_init, name: str = "v_init") -> torch.Tensor:
-    """v_init as a tensor of the per-step shape, in the state dtype (float32, float64 for float64 input)."""
-    state_dtype = compute_dtype(x_seq.dtype)
+def initial_state(x_seq: torch.Tensor, v_init, spec: NeuronSpec, name: str = "v_init") -> torch.Tensor:
+    """``v_init`` (a number or a tensor) as the membrane before step 0: per-step shape, the spec's state dtype."""
+    state_dtype = spec.state_dtype_for(x_seq.dtype)
     step_shape = x_seq.shape[1:]
     if isinstance(v_init, torch.Tensor):
         if v_init.shape != step_shape:
@@ -70,26 +65,37 @@ def _initial_state(x_seq: torch.Tensor, v_init, name: str = "v_init") -> torch.T
     return torch.full(step_shape, float(v_init), dtype=state_dtype, device=x_seq.device)
 
 
-def _spec(v_threshold, v_reset, surrogate_function, detach_reset, decay_input, fire_on_tie=True) -> NeuronSpec:
-    surrogate_function = surrogate_function if surrogate_function is not None else _surrogate.Sigmoid()
+def surrogate_spec(surrogate_function: _surrogate.SurrogateFunctionBase | None) -> SurrogateSpec:
+    """The spec of a surrogate module; ``None`` means SpikingJelly's default, ``Sigmoid(alpha=4)``."""
+    if surrogate_function is None:
+        return SurrogateSpec()
     if not isinstance(surrogate_function, _surrogate.SurrogateFunctionBase):
         raise TypeError("surrogate_function must be a spikeforge.surrogate module (e.g. surrogate.ATan()), got "
                         f"{type(surrogate_function).__name__}")
-    kernel_id, p0, p1 = surrogate_function.kernel_params
-    return NeuronSpec(
-        v_threshold=check_threshold(v_threshold),
-        v_reset=check_reset(v_reset),
-        detach_reset=bool(detach_reset),
-        decay_input=bool(decay_input),
-        surrogate_id=kernel_id,
-        surrogate_p0=p0,
-        surrogate_p1=p1,
-        fire_on_tie=fire_on_tie,
-        smooth=not surrogate_function.spiking,
-    )
+    return surrogate_function.spec
 
 
 # ------------------------------------------------------------------------------------ multi-step neurons
+def neuron_multi_step(
+    x_seq: torch.Tensor,
+    v_init: float | torch.Tensor,
+    spec: NeuronSpec,
+    decay: torch.Tensor | None = None,
+    store_v_seq: bool = False,
+    backend: str | None = None,
+):
+    """T steps of the charge-fire-reset neuron ``spec`` (equations: :mod:`spikeforge.kernels.reference`).
+
+    ``decay`` is the learnable charge coefficient (a 0-d tensor) when ``spec.leak`` is learnable, else ``None``.
+    Returns ``(spike_seq, v_last, v_seq or None)``; the state stays in the spec's state dtype.
+    """
+    x_seq = check_sequence(x_seq)
+    if spec.family is not KernelFamily.CHARGE_FIRE_RESET:
+        raise ValueError(f"neuron_multi_step runs IF / LIF / PLIF / STBP LIF specs, got a {spec.kind.value} spec")
+    v0 = initial_state(x_seq, v_init, spec)
+    return _kernels.neuron_multi_step(x_seq, v0, spec, decay, store_v_seq, backend)
+
+
 def if_multi_step(
     x_seq: torch.Tensor,
     v_init: float | torch.Tensor = 0.0,
@@ -105,9 +111,8 @@ def if_multi_step(
 
     Returns ``(spike_seq, v_last, v_seq or None)``.
     """
-    x_seq = check_sequence(x_seq)
-    spec = _spec(v_threshold, v_reset, surrogate_function, detach_reset, decay_input=False)
-    return neuron_multi_step(x_seq, _initial_state(x_seq, v_init), 0.0, spec, store_v_seq, backend)
+    spec = if_spec(v_threshold, v_reset, surrogate_spec(surrogate_function), detach_reset)
+    return neuron_multi_step(x_seq, v_init, spec, None, store_v_seq, backend)
 
 
 def lif_multi_step(
@@ -128,10 +133,15 @@ def lif_multi_step(
     H_t = V_{t-1} + (X_t − (V_{t-1} − V_r))/τ  (decay_input) or  V_{t-1} − (V_{t-1} − V_r)/τ + X_t.
     Returns ``(spike_seq, v_last, v_seq or None)``.
     """
-    x_seq = check_sequence(x_seq)
-    tau = check_tau(tau)
-    spec = _spec(v_threshold, v_reset, surrogate_function, detach_reset, decay_input)
-    return neuron_multi_step(x_seq, _initial_state(x_seq, v_init), 1.0 / tau, spec, store_v_seq, backend)
+    spec = lif_spec(tau, decay_input, v_threshold, v_reset, surrogate_spec(surrogate_function), detach_reset)
+    return neuron_multi_step(x_seq, v_init, spec, None, store_v_seq, backend)
+
+
+def plif_decay(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """ParametricLIF's charge coefficient d = sigmoid(w) = 1/τ, as a 0-d tensor in the state dtype."""
+    if not isinstance(w, torch.Tensor) or w.numel() != 1:
+        raise ValueError("w must be a one-element tensor (1/tau = sigmoid(w))")
+    return torch.sigmoid(w.reshape(()).to(dtype))
 
 
 def plif_multi_step(
@@ -152,11 +162,40 @@ def plif_multi_step(
     Returns ``(spike_seq, v_last, v_seq or None)``.
     """
     x_seq = check_sequence(x_seq)
-    if not isinstance(w, torch.Tensor) or w.numel() != 1:
-        raise ValueError("w must be a one-element tensor (1/tau = sigmoid(w))")
-    spec = _spec(v_threshold, v_reset, surrogate_function, detach_reset, decay_input)
-    decay = torch.sigmoid(w.reshape(()).to(compute_dtype(x_seq.dtype)))
-    return neuron_multi_step(x_seq, _initial_state(x_seq, v_init), decay, spec, store_v_seq, backend)
+    spec = plif_spec(None, decay_input, v_threshold, v_reset, surrogate_spec(surrogate_function), detach_reset)
+    decay = plif_decay(w, spec.state_dtype_for(x_seq.dtype))
+    return neuron_multi_step(x_seq, v_init, spec, decay, store_v_seq, backend)
+
+
+def conversion_if_multi_step(
+    x_seq: torch.Tensor,
+    steps: int,
+    static: bool,
+    v: torch.Tensor,
+    count: torch.Tensor | None,
+    v_threshold: torch.Tensor,
+    spec: NeuronSpec,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """``steps`` steps of the conversion IF neuron (equations: :mod:`spikeforge.kernels.conversion`).
+
+    ``v`` and ``count`` (signed spikes only) are the state, updated in place; ``static=True`` feeds the single
+    frame ``x_seq[0]`` at every step. Returns the output ``[steps, *frame shape]``.
+    """
+    if spec.family is not KernelFamily.CONVERSION_IF:
+        raise ValueError(f"conversion_if_multi_step needs a conversion_if spec, got {spec.kind.value}")
+    kernel = _kernels.select_kernel(x_seq.device, backend, spec)
+    return kernel.run(x_seq, int(steps), bool(static), v, count, v_threshold, spec)
+
+
+def group_lif(x: torch.Tensor, tau, v_th, spec: NeuronSpec, backend: str | None = None) -> torch.Tensor:
+    """SNN-MLP's group LIF along ``spec.group.dim`` (equations: :mod:`spikeforge.kernels.group`)."""
+    if spec.family is not KernelFamily.GROUP_LIF:
+        raise ValueError(f"group_lif needs a group_lif spec, got {spec.kind.value}")
+    if spec.group.group_size == -1:
+        return x
+    kernel = _kernels.select_kernel(x.device, backend, spec)
+    return kernel.run(x, tau, v_th, spec)
 
 
 # ------------------------------------------------------------------------------------ network helpers
@@ -190,9 +229,14 @@ def set_step_mode(net: nn.Module, step_mode: str) -> None:
 
 
 def set_backend(net: nn.Module, backend: str | None) -> None:
-    """Choose the neuron kernel ('auto', 'reference', 'cpu', 'triton') for every neuron in ``net``."""
+    """Choose the kernel ('auto', 'reference', 'cpu', 'triton') for every neuron in ``net``.
+
+    Every neuron family uses the same backend names, so this reaches IF/LIF/PLIF, STBP's LIFSpike, the ANN→SNN
+    conversion IF neuron and SNN-MLP's group LIF alike. A neuron is a module that exposes ``spec``.
+    """
+    backend = _kernels.check_backend(backend)
     for module in net.modules():
-        if hasattr(module, "backend"):
+        if isinstance(getattr(module, "spec", None), NeuronSpec):
             module.backend = backend
 
 
@@ -224,6 +268,15 @@ def firing_rate(spike_seq: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
 
 __all__ = [
+    "neuron_multi_step",
+    "conversion_if_multi_step",
+    "group_lif",
+    "initial_state",
+    "surrogate_spec",
+    "check_threshold",
+    "check_reset",
+    "check_tau",
+    "check_retention",
     "if_multi_step",
     "lif_multi_step",
     "plif_multi_step",

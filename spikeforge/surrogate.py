@@ -32,7 +32,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-SIGMOID, ATAN, PIECEWISE_QUADRATIC, PIECEWISE_EXP, SOFT_SIGN, SUPER_SPIKE, ERF, RECT, PIECEWISE_LEAKY_RELU = range(9)
+from .spec import SurrogateKind, SurrogateSpec
+
+# The kernel ids, one enum (spikeforge.spec.SurrogateKind); the names stay importable from here.
+(SIGMOID, ATAN, PIECEWISE_QUADRATIC, PIECEWISE_EXP, SOFT_SIGN, SUPER_SPIKE, ERF, RECT,
+ PIECEWISE_LEAKY_RELU) = SurrogateKind
 
 
 def heaviside(x: torch.Tensor) -> torch.Tensor:
@@ -111,11 +115,15 @@ class SurrogateFunctionBase(nn.Module):
 
     def __init__(self, alpha: float, spiking: bool = True):
         super().__init__()
-        alpha = float(alpha)
-        if not math.isfinite(alpha) or alpha <= 0:
-            raise ValueError(f"alpha must be a finite number > 0, got {alpha}")
-        self.alpha = alpha
-        self.spiking = bool(spiking)
+        checked = SurrogateSpec(SurrogateKind.SIGMOID, alpha, 0.0, spiking)  # validation lives in spec.py
+        self.alpha = checked.alpha
+        self.spiking = checked.spiking
+
+    @property
+    def spec(self) -> SurrogateSpec:
+        """This surrogate as plain data: the enum of its formula, its parameters and the spiking flag."""
+        kernel_id, p0, p1 = self.kernel_params
+        return SurrogateSpec(SurrogateKind(kernel_id), p0, p1, self.spiking)
 
     @property
     def kernel_params(self) -> tuple[int, float, float]:

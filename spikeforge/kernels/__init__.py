@@ -1,37 +1,65 @@
-"""Multi-step neuron kernels behind one boundary.
+"""Neuron kernels behind one boundary.
 
-:func:`neuron_multi_step` is the only entry point: it flattens the neuron dimensions, picks a kernel with
-:func:`~spikeforge.kernels.dispatch.select_kernel` and runs it as a single autograd node (not T small ops):
+:func:`neuron_multi_step` runs the charge-fire-reset family (IF / LIF / PLIF / STBP LIF); it flattens the neuron
+dimensions, picks a kernel with :func:`~spikeforge.kernels.dispatch.select_kernel` from the
+:class:`~spikeforge.spec.NeuronSpec` and runs it as a single autograd node (not T small ops):
 
 * the fused kernels (``'cpu'``: numba, :mod:`.cpu`; ``'triton'``: CUDA, :mod:`.triton`) go through the
   ``torch.library`` custom op ``spikeforge::neuron_multi_step`` (:mod:`.ops`), which ``torch.compile`` keeps
   as one opaque op;
 * the reference kernel (and the smooth, ``spiking=False`` surrogate mode, which only it implements) goes
   through a ``torch.autograd.Function``.
+
+The conversion-IF and group-LIF families have their own kernels (:mod:`.conversion`, :mod:`.group`) behind the
+same dispatch. Only :mod:`spikeforge.functional` calls into this package.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..spec import KernelFamily, NeuronSpec
 from . import ops as _ops
+from .conversion import ConversionCpuKernel, ConversionReferenceKernel
 from .cpu import CpuKernel
-from .dispatch import available_backends, register_kernel, select_kernel
-from .reference import NeuronSpec, ReferenceKernel, compute_dtype
+from .dispatch import (
+    BACKENDS,
+    NeuronKernel,
+    available_backends,
+    check_backend,
+    get_kernel,
+    register_kernel,
+    registered_kernels,
+    select_kernel,
+)
+from .group import GroupLIFReferenceKernel
+from .reference import ReferenceKernel, compute_dtype
 from .triton import TritonKernel
 
+register_kernel("reference", ReferenceKernel)
 register_kernel("cpu", CpuKernel)
 register_kernel("triton", TritonKernel)
+register_kernel("reference", ConversionReferenceKernel, KernelFamily.CONVERSION_IF)
+register_kernel("cpu", ConversionCpuKernel, KernelFamily.CONVERSION_IF)
+register_kernel("reference", GroupLIFReferenceKernel, KernelFamily.GROUP_LIF)
 
 __all__ = [
+    "BACKENDS",
+    "ConversionCpuKernel",
+    "ConversionReferenceKernel",
     "CpuKernel",
+    "GroupLIFReferenceKernel",
+    "NeuronKernel",
     "NeuronSpec",
     "ReferenceKernel",
     "TritonKernel",
     "available_backends",
+    "check_backend",
     "compute_dtype",
+    "get_kernel",
     "neuron_multi_step",
     "register_kernel",
+    "registered_kernels",
     "select_kernel",
 ]
 
@@ -74,18 +102,20 @@ class _MultiStepNeuron(torch.autograd.Function):
 def neuron_multi_step(
     x_seq: torch.Tensor,
     v0: torch.Tensor,
-    decay: float | torch.Tensor,
     spec: NeuronSpec,
+    decay: torch.Tensor | None = None,
     store_v_seq: bool = False,
     backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Run T steps of the neuron family described in :mod:`spikeforge.kernels.reference`.
+    """Run T steps of the charge-fire-reset neuron described by ``spec`` (:mod:`spikeforge.kernels.reference`).
 
-    ``x_seq`` is ``[T, *shape]``; ``v0`` is the membrane before step 0, shaped ``shape`` (float32, or float64 for
-    float64 input); ``decay`` is d (a float, or a 0-d tensor when it is learnable). Returns
-    ``(spike_seq [T, *shape] in x's dtype, v_last [*shape], v_seq [T, *shape] or None)``; the state stays in
-    float32 (float64 for float64 input) whatever the input dtype.
+    ``x_seq`` is ``[T, *shape]``; ``v0`` is the membrane before step 0, shaped ``shape`` in the spec's state
+    dtype; ``decay`` is the charge coefficient d as a 0-d tensor when the leak is learnable (ParametricLIF:
+    sigmoid(w), so its gradient flows), and ``None`` otherwise (d comes from ``spec.leak``). Returns
+    ``(spike_seq [T, *shape] in x's dtype, v_last [*shape], v_seq [T, *shape] or None)``.
     """
+    if spec.leak.learnable != (decay is not None):
+        raise ValueError("decay must be given (as a 0-d tensor) exactly when the spec's leak is learnable")
     shape = x_seq.shape[1:]
     T = x_seq.shape[0]
     x_flat = x_seq.reshape(T, -1)
@@ -96,12 +126,9 @@ def neuron_multi_step(
     if kernel is not ReferenceKernel:
         spike_seq, v_last, v_seq = _ops.call(x_flat, v_flat, decay, spec, bool(store_v_seq), kernel.name)
     else:
-        if isinstance(decay, torch.Tensor):
-            decay_param, decay_value = decay, float(decay.detach())
-        else:
-            decay_param, decay_value = None, float(decay)
+        decay_value = spec.leak.decay if decay is None else float(decay.detach())
         spike_seq, v_last, v_seq = _MultiStepNeuron.apply(
-            x_flat, v_flat, decay_param, decay_value, spec, bool(store_v_seq), kernel
+            x_flat, v_flat, decay, decay_value, spec, bool(store_v_seq), kernel
         )
     spike_seq = spike_seq.reshape(T, *shape)
     v_last = v_last.reshape(shape)

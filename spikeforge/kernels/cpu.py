@@ -346,7 +346,7 @@ class CpuKernel:
         one, d, v_r, vth = _scalars(decay, spec, xn.dtype)
         try:
             args = (xn, _np(v_init), _np(spike_view), one_bits, _np(v_last), _np(v_seq), bool(store_v_seq), one,
-                    d, v_r, vth, decay != 0.0, spec.decay_input, spec.v_reset is not None, spec.fire_on_tie)
+                    d, v_r, vth, spec.leaky, spec.decay_input, spec.v_reset is not None, spec.fire_on_tie)
             _run_split(kernels[0], args, T, M)
         except Exception as exc:
             _mark_broken(exc)
@@ -375,7 +375,7 @@ class CpuKernel:
         try:
             args = (xn, _np(v_init), _np(gs), int(grad_spike is not None), _np(gvl), _np(gvs),
                     int(grad_v_seq is not None), _np(grad_x), _np(grad_v0), bool(need_decay_grad), one, d, v_r, vth,
-                    decay != 0.0, spec.decay_input, spec.v_reset is not None, spec.fire_on_tie, spec.detach_reset,
+                    spec.leaky, spec.decay_input, spec.v_reset is not None, spec.fire_on_tie, spec.detach_reset,
                     int(spec.surrogate_id), _surrogate_constants(spec, xn.dtype))
             partials = _run_split(kernels[1], args, T, M)
         except Exception as exc:

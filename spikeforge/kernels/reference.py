@@ -9,10 +9,13 @@ charge coefficient ``decay`` (written d below). Per step t, with input X_t and t
              V_t = H_t − V_th·S_r            (soft, v_reset = None; V_r = 0 in the charge)
              S_r = S_t, or S_t detached from the graph when detach_reset
 
-    IF:       d = 0                 H_t = V_{t-1} + X_t
-    LIF:      d = 1/τ               SpikingJelly's LIFNode (decay_input selects c)
-    PLIF:     d = sigmoid(w)        w learnable
-    STBP LIF: d = 1 − τ_stbp, c = 1, V_r = 0, strict >:  u_t = τ_stbp·u_{t−1}·(1 − o_{t−1}) + x_t
+The neuron is described by a :class:`spikeforge.spec.NeuronSpec`; d is its ``leak.decay`` (the leak laws are
+tabulated in :mod:`spikeforge.spec`), or the value of a learnable parameter passed next to the spec:
+
+    IF:       leak NONE              d = 0, H_t = V_{t-1} + X_t
+    LIF:      leak TIME_CONSTANT     d = 1/τ (SpikingJelly's LIFNode; decay_input selects c)
+    PLIF:     leak LEARNABLE         d = sigmoid(w), w learnable
+    STBP LIF: leak RETENTION         d = 1 − r, c = 1, V_r = 0, strict >:  u_t = r·u_{t−1}·(1 − o_{t−1}) + x_t
 
 Backward (reverse time) uses the surrogate derivative σ'(H_t − V_th) for ∂S_t/∂H_t:
 
@@ -30,36 +33,15 @@ only when the gradient of d is needed (ParametricLIF).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from .. import surrogate as _surrogate
-
-
-@dataclass(frozen=True)
-class NeuronSpec:
-    """The static part of a multi-step neuron pass (everything except the tensors and the decay)."""
-
-    v_threshold: float = 1.0
-    v_reset: float | None = 0.0
-    detach_reset: bool = False
-    decay_input: bool = True
-    surrogate_id: int = _surrogate.SIGMOID
-    surrogate_p0: float = 4.0
-    surrogate_p1: float = 0.0
-    fire_on_tie: bool = True
-    smooth: bool = False  # surrogate with spiking=False: S_t = g(H_t − V_th) instead of Θ (reference kernel only)
-
-    @property
-    def reset_value(self) -> float:
-        """V_r in the charge equation: v_reset, or 0 for soft reset."""
-        return 0.0 if self.v_reset is None else self.v_reset
+from ..spec import NeuronSpec, StateDtype
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """State and arithmetic precision: float64 stays float64, everything else runs in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+    """State and arithmetic precision (:class:`spikeforge.spec.StateDtype`): float64 stays float64, else float32."""
+    return StateDtype.FLOAT32_OR_64.resolve(dtype)
 
 
 def _fire(h: torch.Tensor, spec: NeuronSpec) -> torch.Tensor:
@@ -95,7 +77,7 @@ class ReferenceKernel:
         spike_seq = torch.empty_like(x_seq)
         v_seq = torch.empty_like(x) if store_v_seq else None
         for t in range(x.shape[0]):
-            if decay == 0.0:
+            if not spec.leaky:
                 h = v + x[t]
             elif spec.decay_input:
                 h = v + (x[t] - (v - v_r)) * decay
@@ -137,7 +119,7 @@ class ReferenceKernel:
             grad_h = grad_v * reset_grad
             if grad_spike is not None:
                 grad_h = grad_spike[t].to(cdt) * sg + grad_h
-            grad_x[t] = grad_h * decay if spec.decay_input and decay != 0.0 else grad_h
+            grad_x[t] = grad_h * decay if spec.decay_input and spec.leaky else grad_h
             if need_decay_grad:
                 v_prev = saved[1] if t == 0 else _reset(h_seq[t - 1], _fire(h_seq[t - 1], spec), spec)
                 x_term = saved[2][t] if spec.decay_input else 0.0

@@ -81,7 +81,7 @@ class TritonKernel:
         v_seq = torch.empty((T, M), dtype=cdt, device=x.device) if store_v_seq else v_last
         grid = (triton_cdiv(M, _BLOCK),)
         forward_kernel[grid](x, v_init, spike_seq, v_last, v_seq, _params(decay, spec, cdt, x.device), T, M,
-                             LEAKY=decay != 0.0, DECAY_INPUT=spec.decay_input, HARD=spec.v_reset is not None,
+                             LEAKY=spec.leaky, DECAY_INPUT=spec.decay_input, HARD=spec.v_reset is not None,
                              TIE=spec.fire_on_tie, STORE_V=bool(store_v_seq), BLOCK=_BLOCK)
         return spike_seq, v_last, (v_seq if store_v_seq else None), (x_seq, v0)
 
@@ -108,7 +108,7 @@ class TritonKernel:
         backward_kernel[(n_programs,)](
             x, v_init, gs, 0 if grad_spike is None else M, gvl, gvs, 0 if grad_v_seq is None else M, grad_x,
             grad_v0, partials, _params(decay, spec, cdt, dev), T, M,
-            LEAKY=decay != 0.0, DECAY_INPUT=spec.decay_input, HARD=spec.v_reset is not None, TIE=spec.fire_on_tie,
+            LEAKY=spec.leaky, DECAY_INPUT=spec.decay_input, HARD=spec.v_reset is not None, TIE=spec.fire_on_tie,
             DETACH=spec.detach_reset, SID=int(spec.surrogate_id), NEED_DECAY_GRAD=bool(need_decay_grad),
             BLOCK=_BLOCK,
         )

@@ -7,29 +7,23 @@ import math
 
 import pytest
 import torch
+from cases import SURROGATES, kernel_case
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spikeforge import surrogate
-from spikeforge.kernels import NeuronSpec, neuron_multi_step
 from spikeforge.kernels import cpu as cpu_kernel
+from spikeforge.kernels import neuron_multi_step
+from spikeforge.spec import lif_spec
 
 pytestmark = pytest.mark.skipif(not cpu_kernel.numba_installed(), reason="numba is not installed (spikeforge[fast])")
-
-# (surrogate id, p0, p1) for every surrogate the kernels know, with the library's default parameters.
-SURROGATES = [
-    (surrogate.SIGMOID, 4.0, 0.0), (surrogate.ATAN, 2.0, 0.0), (surrogate.PIECEWISE_QUADRATIC, 1.0, 0.0),
-    (surrogate.PIECEWISE_EXP, 1.0, 0.0), (surrogate.SOFT_SIGN, 2.0, 0.0), (surrogate.SUPER_SPIKE, 1.0, 0.0),
-    (surrogate.ERF, 2.0, 0.0), (surrogate.RECT, 1.0, 0.0), (surrogate.PIECEWISE_LEAKY_RELU, 1.0, 0.01),
-]
-
 
 def run(backend, x, v0, decay, spec, store_v_seq, grads):
     """Forward + backward through the public boundary; returns outputs and the gradients of every input."""
     x = x.detach().clone().requires_grad_(True)
     v0 = v0.detach().clone().requires_grad_(True)
-    decay_arg = decay.detach().clone().requires_grad_(True) if isinstance(decay, torch.Tensor) else decay
-    spike, v_last, v_seq = neuron_multi_step(x, v0, decay_arg, spec, store_v_seq, backend=backend)
+    decay_arg = decay.detach().clone().requires_grad_(True) if isinstance(decay, torch.Tensor) else None
+    spike, v_last, v_seq = neuron_multi_step(x, v0, spec, decay_arg, store_v_seq, backend=backend)
     g_spike, g_last, g_seq = grads
     loss = (spike.float() * g_spike).sum() + (v_last * g_last).sum()
     if store_v_seq:
@@ -66,23 +60,20 @@ def compare(x, v0, decay, spec, store_v_seq, seed):
         assert abs(fused[5].item() - ref[5].item()) <= 1e-5 * scale, (fused[5], ref[5])
 
 
-specs = st.builds(
-    lambda sg, v_reset, detach, decay_input, tie, vth: NeuronSpec(
-        v_threshold=vth, v_reset=v_reset, detach_reset=detach, decay_input=decay_input, surrogate_id=sg[0],
-        surrogate_p0=sg[1], surrogate_p1=sg[2], fire_on_tie=tie),
-    st.sampled_from(SURROGATES), st.sampled_from([0.0, -0.2, None]), st.booleans(), st.booleans(),
-    st.booleans(), st.sampled_from([1.0, 0.5]),
-)
+options = st.fixed_dictionaries(dict(
+    surrogate=st.sampled_from(SURROGATES), v_reset=st.sampled_from([0.0, -0.2, None]), detach_reset=st.booleans(),
+    decay_input=st.booleans(), fire_on_tie=st.booleans(), v_threshold=st.sampled_from([1.0, 0.5]),
+))
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(T=st.integers(1, 6), M=st.integers(1, 70), spec=specs, decay=st.sampled_from([0.0, 0.5, 1 / 3, 0.9]),
+@given(T=st.integers(1, 6), M=st.integers(1, 70), options=options, decay=st.sampled_from([0.0, 0.5, 1 / 3, 0.9]),
        learnable=st.booleans(), store_v_seq=st.booleans(), seed=st.integers(0, 2**16))
-def test_fused_matches_reference(T, M, spec, decay, learnable, store_v_seq, seed):
+def test_fused_matches_reference(T, M, options, decay, learnable, store_v_seq, seed):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(T, M, generator=gen) * 1.5 + 0.3
     v0 = torch.randn(M, generator=gen) * 0.5
-    d = torch.tensor(decay) if learnable and decay != 0.0 else decay
+    spec, d = kernel_case(decay, learnable and decay != 0.0, **options)
     compare(x, v0, d, spec, store_v_seq, seed)
 
 
@@ -91,8 +82,8 @@ def test_large_layer_across_threads_matches_reference():
     gen = torch.Generator().manual_seed(1)
     T, M = 9, 70_001
     x = torch.randn(T, M, generator=gen) + 0.4
-    compare(x, torch.zeros(M), torch.tensor(0.4), NeuronSpec(v_reset=None), True, 3)
-    compare(x, torch.zeros(M), 0.5, NeuronSpec(surrogate_id=surrogate.ATAN, surrogate_p0=2.0), False, 4)
+    compare(x, torch.zeros(M), *reversed(kernel_case(0.4, True, v_reset=None)), True, 3)
+    compare(x, torch.zeros(M), None, lif_spec(2.0, surrogate=surrogate.ATan().spec), False, 4)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
@@ -101,15 +92,15 @@ def test_other_dtypes_match_reference(dtype):
     x = (torch.randn(5, 3, 40, generator=gen) + 0.5).to(dtype)
     state = torch.float64 if dtype == torch.float64 else torch.float32
     v0 = torch.zeros(3, 40, dtype=state)
-    compare(x, v0, 0.5, NeuronSpec(), True, 5)
-    spike, v_last, _ = neuron_multi_step(x, v0, 0.5, NeuronSpec(), backend="cpu")
+    compare(x, v0, None, lif_spec(2.0), True, 5)
+    spike, v_last, _ = neuron_multi_step(x, v0, lif_spec(2.0), backend="cpu")
     assert spike.dtype == dtype and v_last.dtype == state
 
 
 def test_hand_computed_lif_trace():
     """LIF, τ = 2, decay_input, hard reset to 0, V_th = 1: H_t = V + (X − V)/2."""
     x = torch.tensor([[1.5], [1.5], [0.0], [4.0]])
-    spike, v_last, v_seq = neuron_multi_step(x, torch.zeros(1), 0.5, NeuronSpec(), True, backend="cpu")
+    spike, v_last, v_seq = neuron_multi_step(x, torch.zeros(1), lif_spec(2.0), None, True, backend="cpu")
     # H: 0.75 → no; 0.75 + 0.375 = 1.125 → fire, V = 0; H = 0 → no; H = 2 → fire.
     assert spike.flatten().tolist() == [0.0, 1.0, 0.0, 1.0]
     assert v_seq.flatten().tolist() == [0.75, 0.0, 0.0, 0.0]
@@ -125,10 +116,10 @@ def test_float64_gradcheck_membrane_path(v_reset, decay_input):
     x = (torch.randn(4, 6, generator=gen, dtype=torch.float64) * 0.8).requires_grad_(True)
     v0 = (torch.randn(6, generator=gen, dtype=torch.float64) * 0.3).requires_grad_(True)
     decay = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
-    spec = NeuronSpec(v_reset=v_reset, detach_reset=True, decay_input=decay_input)
+    spec, _ = kernel_case(0.4, True, v_reset=v_reset, detach_reset=True, decay_input=decay_input)
 
     def membrane(x, v0, decay):
-        _, v_last, v_seq = neuron_multi_step(x, v0, decay, spec, True, backend="cpu")
+        _, v_last, v_seq = neuron_multi_step(x, v0, spec, decay, True, backend="cpu")
         return v_seq, v_last
 
     assert torch.autograd.gradcheck(membrane, (x, v0, decay), eps=1e-6, atol=1e-8)
@@ -143,9 +134,9 @@ def test_compile_failure_falls_back_to_reference_and_logs(monkeypatch, caplog):
     monkeypatch.setattr(cpu_kernel, "_build_kernels", broken)
     x = torch.randn(3, 10)
     with caplog.at_level(logging.WARNING, logger="spikeforge.kernels"):
-        spike, v_last, _ = neuron_multi_step(x, torch.zeros(10), 0.5, NeuronSpec(), backend="cpu")
+        spike, v_last, _ = neuron_multi_step(x, torch.zeros(10), lif_spec(2.0), backend="cpu")
     assert "no LLVM today" in caplog.text and "reference" in caplog.text
-    ref_spike, ref_v, _ = neuron_multi_step(x, torch.zeros(10), 0.5, NeuronSpec(), backend="reference")
+    ref_spike, ref_v, _ = neuron_multi_step(x, torch.zeros(10), lif_spec(2.0), backend="reference")
     assert torch.equal(spike, ref_spike) and torch.equal(v_last, ref_v)
     assert not cpu_kernel.CpuKernel.is_available(torch.device("cpu"))
 
@@ -155,8 +146,8 @@ def test_sigmoid_exp_polynomial_is_accurate():
     z = torch.linspace(-60.0, 60.0, 20001)
     ones = torch.ones(1, z.numel())
     for sid, p0 in ((surrogate.SIGMOID, 4.0), (surrogate.PIECEWISE_EXP, 1.0), (surrogate.ERF, 0.2)):
-        spec = NeuronSpec(v_threshold=0.0, v_reset=None, detach_reset=True, decay_input=False, surrogate_id=sid,
-                          surrogate_p0=p0)
+        spec, _ = kernel_case(0.0, v_threshold=0.0, v_reset=None, detach_reset=True, decay_input=False,
+                              surrogate=surrogate.SurrogateSpec(sid, p0))
         grad = cpu_kernel.CpuKernel.backward((z[None], torch.zeros_like(z)), ones, None, None, 0.0, spec, False)[0]
         expected = surrogate.derivative(sid, z, p0)  # the float32 reference formula
         keep = expected > 1e-30  # away from float32's denormals

@@ -10,14 +10,20 @@ import torch
 from spikeforge import neuron
 from spikeforge.kernels import (
     CpuKernel,
-    NeuronSpec,
     ReferenceKernel,
     TritonKernel,
     dispatch,
+    get_kernel,
     neuron_multi_step,
-    select_kernel,
 )
 from spikeforge.kernels import cpu as cpu_kernel
+from spikeforge.spec import KernelFamily, lif_spec, plif_spec
+
+SPEC = lif_spec(2.0)
+
+
+def select_kernel(device, backend=None, spec=SPEC):
+    return dispatch.select_kernel(device, backend, spec)
 
 CPU = torch.device("cpu")
 needs_numba = pytest.mark.skipif(not cpu_kernel.numba_installed(), reason="numba is not installed")
@@ -38,8 +44,10 @@ def test_cpu_default_is_the_fused_kernel():
 
 
 def test_cuda_prefers_triton():
-    assert dispatch._PREFERENCE["cuda"][0] == "triton"
-    assert dispatch._KERNELS["triton"] is TritonKernel
+    assert dispatch._PREFERENCE[KernelFamily.CHARGE_FIRE_RESET]["cuda"][0] == "triton"
+    assert get_kernel("triton") is TritonKernel
+    with pytest.raises(KeyError, match="registered"):
+        get_kernel("triton", KernelFamily.GROUP_LIF)
 
 
 def test_argument_and_environment_override(monkeypatch):
@@ -136,10 +144,10 @@ def test_compiled_gradients_match_eager():
     torch._dynamo.reset()
     w = torch.tensor(0.2, requires_grad=True)
     x = torch.randn(6, 40, requires_grad=True)
-    spec = NeuronSpec(v_reset=None)
+    spec = plif_spec(None, v_reset=None)
 
     def loss(x, w):
-        spike, v_last, _ = neuron_multi_step(x * 1.5, torch.zeros(40), torch.sigmoid(w), spec)
+        spike, v_last, _ = neuron_multi_step(x * 1.5, torch.zeros(40), spec, torch.sigmoid(w))
         return (spike * torch.arange(40.0)).sum() + v_last.square().sum()
 
     compiled = torch.compile(loss, backend="aot_eager", fullgraph=True)
@@ -154,5 +162,7 @@ def test_custom_op_registration_passes_opcheck():
     x = torch.randn(4, 12, requires_grad=True)
     v0 = torch.randn(12, requires_grad=True)
     decay = torch.tensor(0.3, requires_grad=True)
-    args = (x, v0, decay, 1.0, 0.0, False, False, True, 0, 4.0, 0.0, True, True, "cpu")
+    args = (x, v0, decay, plif_spec(None).key, True, "cpu")
+    torch.library.opcheck(torch.ops.spikeforge.neuron_multi_step.default, args)
+    args = (x, v0, None, lif_spec(3.0, v_reset=None).key, False, "cpu")
     torch.library.opcheck(torch.ops.spikeforge.neuron_multi_step.default, args)

@@ -10,19 +10,13 @@ import sys
 
 import pytest
 import torch
+from cases import SURROGATE_IDS, SURROGATES, kernel_case
 
-from spikeforge import surrogate
-from spikeforge.kernels import NeuronSpec, neuron_multi_step
+from spikeforge.kernels import neuron_multi_step
 from spikeforge.kernels import triton as triton_kernel
+from spikeforge.spec import lif_spec
 
 pytestmark = pytest.mark.skipif(not triton_kernel.triton_installed(), reason="triton is not installed")
-
-SURROGATES = [
-    (surrogate.SIGMOID, 4.0, 0.0), (surrogate.ATAN, 2.0, 0.0), (surrogate.PIECEWISE_QUADRATIC, 1.0, 0.0),
-    (surrogate.PIECEWISE_EXP, 1.0, 0.0), (surrogate.SOFT_SIGN, 2.0, 0.0), (surrogate.SUPER_SPIKE, 1.0, 0.0),
-    (surrogate.ERF, 2.0, 0.0), (surrogate.RECT, 1.0, 0.0), (surrogate.PIECEWISE_LEAKY_RELU, 1.0, 0.01),
-]
-
 
 def _devices():
     devices = ["cpu"]
@@ -45,8 +39,8 @@ def device(request, monkeypatch):
 def run(backend, x, v0, decay, spec, grads):
     x = x.detach().clone().requires_grad_(True)
     v0 = v0.detach().clone().requires_grad_(True)
-    decay_arg = decay.detach().clone().requires_grad_(True) if isinstance(decay, torch.Tensor) else decay
-    spike, v_last, v_seq = neuron_multi_step(x, v0, decay_arg, spec, True, backend=backend)
+    decay_arg = decay.detach().clone().requires_grad_(True) if isinstance(decay, torch.Tensor) else None
+    spike, v_last, v_seq = neuron_multi_step(x, v0, spec, decay_arg, True, backend=backend)
     loss = (spike.float() * grads[0]).sum() + (v_last * grads[1]).sum() + (v_seq * grads[2]).sum()
     loss.backward()
     return spike, v_last, v_seq, x.grad, v0.grad, (decay_arg.grad if isinstance(decay, torch.Tensor) else None)
@@ -58,19 +52,19 @@ def close(a, b, rel=1e-5):
 
 
 @pytest.mark.parametrize("device", _devices(), indirect=True)
-@pytest.mark.parametrize("sid,p0,p1", SURROGATES)
+@pytest.mark.parametrize("sg", SURROGATES, ids=SURROGATE_IDS)
 @pytest.mark.parametrize("v_reset,detach_reset,decay_input", [(0.0, False, True), (None, True, False),
                                                               (-0.1, True, True), (None, False, True)])
-def test_triton_matches_reference(device, sid, p0, p1, v_reset, detach_reset, decay_input):
-    gen = torch.Generator().manual_seed(sid * 7 + int(detach_reset))
+def test_triton_matches_reference(device, sg, v_reset, detach_reset, decay_input):
+    gen = torch.Generator().manual_seed(int(sg.kind) * 7 + int(detach_reset))
     T, M = 4, 37
-    spec = NeuronSpec(v_reset=v_reset, detach_reset=detach_reset, decay_input=decay_input, surrogate_id=sid,
-                      surrogate_p0=p0, surrogate_p1=p1)
+    options = dict(v_reset=v_reset, detach_reset=detach_reset, decay_input=decay_input, surrogate=sg)
     x = (torch.randn(T, M, generator=gen) * 1.5 + 0.3).to(device)
     v0 = (torch.randn(M, generator=gen) * 0.4).to(device)
     grads = [g.to(device) for g in (torch.randn(T, M, generator=gen), torch.randn(M, generator=gen),
                                     torch.randn(T, M, generator=gen))]
-    for decay in (0.0, torch.tensor(0.4, device=device)):
+    for spec, decay in (kernel_case(0.0, **options), kernel_case(0.4, True, **options)):
+        decay = decay.to(device) if decay is not None else None
         fused = run("triton", x, v0, decay, spec, grads)
         ref = run("reference", x, v0, decay, spec, grads)
         assert torch.equal(fused[0], ref[0])
@@ -89,8 +83,8 @@ def test_triton_dtypes(device, dtype):
     v0 = torch.zeros(50, dtype=state, device=device)
     grads = [torch.ones(3, 50, device=device), torch.ones(50, device=device, dtype=state),
              torch.zeros(3, 50, device=device, dtype=state)]
-    fused = run("triton", x, v0, 0.5, NeuronSpec(), grads)
-    ref = run("reference", x, v0, 0.5, NeuronSpec(), grads)
+    fused = run("triton", x, v0, None, lif_spec(2.0), grads)
+    ref = run("reference", x, v0, None, lif_spec(2.0), grads)
     assert fused[0].dtype == dtype and torch.equal(fused[0], ref[0])
     assert fused[1].dtype == state
     close(fused[1], ref[1])

@@ -7,16 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from cases import SURROGATE_MODULES
 
 from spikeforge import LIFSpike, functional, neuron, surrogate
 
-VECTORS = Path(__file__).parent / "data" / "neurons_public.pt"
+VECTORS = Path(__file__).parent.parent / "data" / "neurons_public.pt"
 
-ALL_SURROGATES = [
-    surrogate.Sigmoid(), surrogate.ATan(), surrogate.PiecewiseQuadratic(), surrogate.PiecewiseExp(),
-    surrogate.SoftSign(), surrogate.SuperSpike(), surrogate.Erf(), surrogate.Rect(), surrogate.PiecewiseLeakyReLU(),
-    surrogate.STBPRectangle(),
-]
+ALL_SURROGATES = [cls() for cls in SURROGATE_MODULES]
 
 
 def run_trace(node, xs):

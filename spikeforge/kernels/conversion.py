@@ -1,0 +1,141 @@
+"""Kernels of the ANN→SNN conversion IF neuron (:class:`spikeforge.neuron.ConversionIFNode`).
+
+Per step t, with threshold θ (a float or one per channel), membrane v and, for signed spikes, the net spike
+count c (``spec.conversion`` holds the options)::
+
+    v ← v + x_t
+    s = 1                      if v ≥ θ
+      = −1                     if signed_spikes and v < 0 and c > 0
+      = 0                      otherwise
+    v ← v − s·θ                (soft reset)
+    c ← c + s                  (signed_spikes only)
+    out_t = s·θ if emit_threshold else s
+
+The membrane starts at θ/2 with ``half_threshold`` (set by the module), else 0. A kernel's contract::
+
+    run(x_seq [S, *shape], steps, static, v [*shape], count [*shape] | None, theta [*shape], spec) -> [steps, *shape]
+
+``v`` and ``count`` are updated in place (they are the module's state); ``static=True`` means ``x_seq`` holds one
+frame (S = 1) fed at every one of ``steps`` steps (direct coding) without repeating it in memory.
+
+``reference`` is plain in-place PyTorch (any device, dtype, autograd); ``cpu`` is one fused numba loop (float32
+CPU tensors that need no gradient — conversion is inference — else it hands over to the reference).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..spec import NeuronSpec
+from .cpu import numba_installed
+
+_NUMBA_KERNEL = None
+
+
+def _numba_if_kernel():
+    """The fused multi-step IF loop compiled by numba (None when numba is not installed).
+
+    One pass per element: read x (or the single static frame), keep v in a register, write the spike.
+    """
+    global _NUMBA_KERNEL
+    if _NUMBA_KERNEL is None:
+        try:
+            import numba
+        except ImportError:
+            _NUMBA_KERNEL = False
+            return None
+
+        @numba.njit(parallel=True, cache=True, nogil=True)
+        def if_kernel(x, steps, static, v, count, theta, emit, signed, out):  # pragma: no cover - compiled
+            # Tiles of the neuron axis stay in L1 while the tile walks through time; the inner loop runs
+            # over contiguous memory for every step.
+            size = v.shape[0]
+            tile = 1024
+            for b in numba.prange((size + tile - 1) // tile):
+                lo = b * tile
+                hi = min(lo + tile, size)
+                for t in range(steps):
+                    row = 0 if static else t
+                    for m in range(lo, hi):
+                        th = theta[m]
+                        vm = v[m] + x[row, m]
+                        s = 0.0
+                        if vm >= th:
+                            s = 1.0
+                        elif signed and vm < 0.0 and count[m] > 0.0:
+                            s = -1.0
+                        vm -= s * th
+                        v[m] = vm
+                        if signed:
+                            count[m] += s
+                        out[t, m] = s * th if emit else s
+
+        _NUMBA_KERNEL = if_kernel
+    return _NUMBA_KERNEL or None
+
+
+class ConversionReferenceKernel:
+    """In-place PyTorch loop over the steps; the oracle of the conversion family."""
+
+    name = "reference"
+
+    @staticmethod
+    def is_available(device: torch.device) -> bool:
+        return True
+
+    @staticmethod
+    def run(x_seq, steps: int, static: bool, v, count, theta, spec: NeuronSpec):
+        options = spec.conversion
+        frame = x_seq[0]
+        out = torch.empty((steps, *frame.shape), dtype=frame.dtype, device=frame.device)
+        amplitude = theta if options.emit_threshold else torch.ones_like(theta)
+        for t in range(steps):
+            x, o = (frame if static else x_seq[t]), out[t]
+            v.add_(x)
+            torch.mul(torch.ge(v, theta), amplitude, out=o)
+            if options.signed_spikes:
+                negative = torch.lt(v, 0) & (count > 0)
+                o.sub_(negative * amplitude)
+                count.add_(torch.sign(o))
+            v.sub_(o if options.emit_threshold else o * theta)
+        return out
+
+
+class ConversionCpuKernel:
+    """One fused numba pass over (tiles of neurons) × steps; float32 CPU inference."""
+
+    name = "cpu"
+
+    @staticmethod
+    def is_available(device: torch.device) -> bool:
+        return ConversionCpuKernel.unavailable_reason(device) is None
+
+    @staticmethod
+    def unavailable_reason(device: torch.device) -> str | None:
+        if torch.device(device).type != "cpu":
+            return "runs on the CPU only"
+        if not numba_installed():
+            return "needs numba (pip install spikeforge[fast])"
+        return None
+
+    @staticmethod
+    def supports(x: torch.Tensor) -> bool:
+        return x.dtype == torch.float32 and not (torch.is_grad_enabled() and x.requires_grad)
+
+    @staticmethod
+    def run(x_seq, steps: int, static: bool, v, count, theta, spec: NeuronSpec):
+        kernel = _numba_if_kernel()
+        if kernel is None or not ConversionCpuKernel.supports(x_seq) or not v.is_contiguous():
+            return ConversionReferenceKernel.run(x_seq, steps, static, v, count, theta, spec)
+        options = spec.conversion
+        x_seq = x_seq.contiguous()
+        frame = x_seq[0]
+        out = torch.empty((steps, *frame.shape), dtype=frame.dtype)
+        theta = theta.to(frame.dtype).expand_as(frame).contiguous()
+        count = count if options.signed_spikes else torch.zeros(1)
+        kernel(x_seq.reshape(x_seq.shape[0], -1).numpy(), steps, static, v.view(-1).numpy(), count.view(-1).numpy(),
+               theta.view(-1).numpy(), options.emit_threshold, options.signed_spikes, out.view(steps, -1).numpy())
+        return out
+
+
+__all__ = ["ConversionReferenceKernel", "ConversionCpuKernel"]

@@ -1,0 +1,30 @@
+"""Spiking neuron modules (SpikingJelly ``activation_based.neuron`` names, signatures and semantics).
+
+Every neuron exposes ``module.spec`` (:class:`spikeforge.spec.NeuronSpec`) and runs through
+:mod:`spikeforge.functional` → :mod:`spikeforge.kernels` dispatch → a kernel:
+
+* :mod:`.core` — ``IFNode``, ``LIFNode``, ``ParametricLIFNode`` and STBP's ``LIFSpike``;
+* :mod:`.conversion` — ``ConversionIFNode``, the ANN→SNN IF neuron (per-channel threshold, signed spikes,
+  half-threshold start);
+* :mod:`.group` — ``GroupLIF``, SNN-MLP's full-precision group LIF.
+"""
+
+from ..base import MemoryModule, StepModule
+from ..spec import NeuronKind, NeuronSpec
+from .conversion import ConversionIFNode
+from .core import BaseNode, IFNode, LIFNode, LIFSpike, ParametricLIFNode
+from .group import GroupLIF
+
+__all__ = [
+    "MemoryModule",
+    "StepModule",
+    "NeuronKind",
+    "NeuronSpec",
+    "BaseNode",
+    "IFNode",
+    "LIFNode",
+    "ParametricLIFNode",
+    "LIFSpike",
+    "ConversionIFNode",
+    "GroupLIF",
+]
