@@ -6,10 +6,17 @@ line an unsupported operation was traced from, next to the node's inputs and use
 
 from __future__ import annotations
 
+import os
+import types
+
+import torch
 import torch.fx as fx
 import torch.nn as nn
 
 __all__ = ["UnsupportedNodeError", "trace"]
+
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+_FX_DIR = os.path.dirname(fx.__file__) + os.sep
 
 
 class UnsupportedNodeError(NotImplementedError):
@@ -43,6 +50,8 @@ def _describe(node: fx.Node) -> str:
         return f"module '{node.target}' of type {kind}"
     if node.op == "call_function":
         name = getattr(node.target, "__qualname__", None) or getattr(node.target, "__name__", str(node.target))
+        if isinstance(node.target, types.BuiltinFunctionType):  # torch.sigmoid, not _VariableFunctionsClass.sigmoid
+            name = node.target.__name__
         module = getattr(node.target, "__module__", None) or ""
         return f"function {module + '.' if module else ''}{name}"
     if node.op == "call_method":
@@ -51,13 +60,19 @@ def _describe(node: fx.Node) -> str:
 
 
 def _place(node: fx.Node) -> str:
-    """Where a node sits: its inputs, its users and, when traced with a stack, the source line."""
+    """Where a node sits: its inputs, its users and, when traced with a stack, the source line.
+
+    The source line is the innermost frame outside torch (the model's own code); when every frame is in torch
+    (an ``nn.Sequential``), the innermost one outside ``torch.fx``, whose own frames some versions record last;
+    none when only ``torch.fx`` frames are left (code without a source file, e.g. ``python -c``).
+    """
     inputs = [a.name for a in node.all_input_nodes] or ["(graph input)"]
     users = [u.name for u in node.users] or ["(nothing)"]
     where = f"after {', '.join(inputs)}, feeding {', '.join(users)}"
     if node.stack_trace:
         lines = [ln.strip() for ln in node.stack_trace.strip().splitlines() if ln.strip()]
-        source = [ln for ln in lines if ln.startswith("File ")]
+        frames = [ln for ln in lines if ln.startswith("File ")]
+        source = [ln for ln in frames if _TORCH_DIR not in ln] or [ln for ln in frames if _FX_DIR not in ln]
         if source:
             where += f"; traced at {source[-1]}"
             index = lines.index(source[-1])

@@ -33,8 +33,7 @@ def test_describe_names_what_a_node_calls():
     assert _describe(nodes["_1"]) == "module '1' of type GELU"
     gm = trace(_Sigmoid())
     nodes = {n.name: n for n in gm.graph.nodes}
-    assert _describe(nodes["sigmoid"]).startswith("function torch.")
-    assert _describe(nodes["sigmoid"]).endswith("sigmoid")
+    assert _describe(nodes["sigmoid"]) == "function torch.sigmoid"
     assert _describe(nodes["relu"]) == "method Tensor.relu"
     assert _describe(nodes["x"]) == "placeholder x"
 
@@ -43,14 +42,22 @@ def test_unsupported_node_error_says_where_the_node_sits():
     gm = trace(_Sigmoid())
     node = next(n for n in gm.graph.nodes if n.name == "sigmoid")
     assert _place(node).startswith("after fc, feeding relu; traced at File ")
+    assert "test_trace.py" in _place(node) and _place(node).endswith(": return torch.sigmoid(self.fc(x)).relu()")
     error = UnsupportedNodeError(node, "no spiking form")
     assert isinstance(error, NotImplementedError)
     assert error.node_name == "sigmoid" and error.target is torch.sigmoid
     message = str(error)
-    assert message.startswith(f"cannot convert node 'sigmoid' ({_describe(node)}) after fc, feeding relu;")
+    assert message.startswith("cannot convert node 'sigmoid' (function torch.sigmoid) after fc, feeding relu;")
     assert message.endswith(": no spiking form")
 
 
 def test_public_trace_is_the_function_not_the_module():
     # spikeforge/ann2snn/trace.py shares its name with the public function; the package exports the function.
     assert ann2snn.trace is trace and callable(trace) and trace.__module__ == "spikeforge.ann2snn.trace"
+
+
+def test_a_graph_of_torch_modules_points_at_the_container_not_at_fx():
+    gm = trace(nn.Sequential(nn.Linear(3, 3), nn.GELU()))
+    node = next(n for n in gm.graph.nodes if n.name == "_1")
+    where = _place(node)
+    assert "container.py" in where and "torch/fx" not in where.replace("\\", "/")
