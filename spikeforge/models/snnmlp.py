@@ -1,4 +1,4 @@
-"""SNN-MLP: "Brain-inspired Multilayer Perceptron with Spiking Neurons" (Li, Guo, Zhang, Wang, Xu; CVPR 2022).
+"""SNN-MLP: "Brain-inspired Multilayer Perceptron with Spiking Neurons" (Li, Chen, Guo, Zhang, Wang; CVPR 2022).
 
 An MLP-style backbone in four Swin-like stages that mixes tokens with *full-precision group LIF* neurons: along
 one spatial axis, consecutive positions are treated as the time steps of a leaky integrate-and-fire neuron.
@@ -30,6 +30,7 @@ from torch.utils import checkpoint as activation_checkpoint
 
 from . import register_model
 from ._weights import load_weights
+from .layers import DropPath, Mlp, PatchEmbed, PatchMerging, group_norm1, to_2tuple
 
 __all__ = ["SNNMLP", "GroupLIF", "group_lif", "snnmlp_t", "snnmlp_s", "snnmlp_b"]
 
@@ -183,43 +184,6 @@ class GroupLIF(nn.Module):
         return f"lif={self.lif}, scan={axis}"
 
 
-def _group_norm(channels: int) -> nn.GroupNorm:
-    # The reference's "MyNorm": one group, i.e. LayerNorm over (C, H, W) with a per-channel affine.
-    return nn.GroupNorm(1, channels)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drop the whole residual branch of a sample with probability ``p`` while training,
-    scaling survivors by ``1 / (1 - p)``."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask.div_(keep)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-class Mlp(nn.Module):
-    """Channel MLP: ``Conv1x1(C -> rC) -> GELU -> Conv1x1(rC -> C)``, with dropout after each conv."""
-
-    def __init__(self, in_features: int, hidden_features: int, drop: float = 0.0):
-        super().__init__()
-        self.fc1 = nn.Conv2d(in_features, hidden_features, 1)
-        self.act = nn.GELU()
-        self.fc2 = nn.Conv2d(hidden_features, in_features, 1)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
 
 class LIFModule(nn.Module):
     """Token mixing with a vertical and a horizontal group LIF (equations in the module docstring)."""
@@ -233,9 +197,9 @@ class LIFModule(nn.Module):
         self.conv2_2 = nn.Conv2d(dim, dim, 1, bias=lif_bias)
         self.conv3 = nn.Conv2d(dim, dim, 1, bias=lif_bias)
         self.actn = nn.GELU()
-        self.norm1 = _group_norm(dim)
-        self.norm2 = _group_norm(dim)
-        self.norm3 = _group_norm(dim)
+        self.norm1 = group_norm1(dim)
+        self.norm2 = group_norm1(dim)
+        self.norm3 = group_norm1(dim)
         neuron = dict(lif=lif, fix_tau=lif_fix_tau, fix_vth=lif_fix_vth, init_tau=lif_init_tau,
                       init_vth=lif_init_vth)
         self.lif1 = GroupLIF(dim=2, **neuron)
@@ -254,7 +218,7 @@ class LIFBlock(nn.Module):
     """``x + DropPath(LIFModule(GN(x)))`` followed by ``x + DropPath(MLP(GN(x)))``."""
 
     def __init__(self, dim: int, mlp_ratio: float = 4.0, lif_bias: bool = True, drop: float = 0.0,
-                 drop_path: float = 0.0, norm_layer: Callable[[int], nn.Module] = _group_norm, **lif_kwargs):
+                 drop_path: float = 0.0, norm_layer: Callable[[int], nn.Module] = group_norm1, **lif_kwargs):
         super().__init__()
         self.norm1 = norm_layer(dim)
         self.lif_module = LIFModule(dim, lif_bias=lif_bias, **lif_kwargs)
@@ -267,29 +231,11 @@ class LIFBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class PatchMerging(nn.Module):
-    """2x downsampling: stack the four 2x2 sub-grids on channels, ``GN(4C)``, then a bias-free ``Conv1x1(4C->2C)``.
-
-    Sub-grid order (even-h, even-w), (odd-h, even-w), (even-h, odd-w), (odd-h, odd-w) as in the reference.
-    """
-
-    def __init__(self, dim: int, norm_layer: Callable[[int], nn.Module] = _group_norm):
-        super().__init__()
-        self.reduction = nn.Conv2d(4 * dim, 2 * dim, 1, bias=False)
-        self.norm = norm_layer(4 * dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2] % 2 or x.shape[-1] % 2:
-            raise ValueError(f"PatchMerging needs even H and W, got {tuple(x.shape[-2:])}")
-        x = torch.cat([x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]], 1)
-        return self.reduction(self.norm(x))
-
-
 class BasicLayer(nn.Module):
     """One stage: ``depth`` LIF blocks, then (except in the last stage) patch merging."""
 
     def __init__(self, dim: int, depth: int, drop_path: Sequence[float], downsample: bool,
-                 use_checkpoint: bool = False, norm_layer: Callable[[int], nn.Module] = _group_norm,
+                 use_checkpoint: bool = False, norm_layer: Callable[[int], nn.Module] = group_norm1,
                  **block_kwargs):
         super().__init__()
         self.use_checkpoint = use_checkpoint
@@ -304,24 +250,6 @@ class BasicLayer(nn.Module):
             else:
                 x = block(x)
         return x if self.downsample is None else self.downsample(x)
-
-
-class PatchEmbed(nn.Module):
-    """Stem: non-overlapping ``patch_size`` convolution to ``embed_dim`` channels, optionally ``GN``."""
-
-    def __init__(self, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 96,
-                 norm_layer: Callable[[int], nn.Module] | None = _group_norm):
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.norm = norm_layer(embed_dim) if norm_layer is not None else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(x)
-        return x if self.norm is None else self.norm(x)
-
-
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 class SNNMLP(nn.Module):
@@ -354,7 +282,7 @@ class SNNMLP(nn.Module):
                  lif_fix_vth: bool = False, lif_init_tau: float = 0.25, lif_init_vth: float = 0.1,
                  norm_layer: Callable[[int], nn.Module] | None = None, **kwargs):
         super().__init__()
-        norm_layer = _group_norm if norm_layer is None else norm_layer
+        norm_layer = group_norm1 if norm_layer is None else norm_layer
         if not callable(norm_layer):
             raise TypeError(f"norm_layer must be a callable channels -> module, got {norm_layer!r}")
         if kwargs:
@@ -364,7 +292,7 @@ class SNNMLP(nn.Module):
             raise ValueError(f"depths must be a non-empty list of positive block counts, got {depths!r}")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
-        self.img_size = _pair(img_size)
+        self.img_size = to_2tuple(img_size)
         self.num_classes = num_classes
         self.num_layers = len(depths)
         self.embed_dim = embed_dim
