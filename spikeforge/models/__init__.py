@@ -1,68 +1,46 @@
 """The spikeforge model zoo.
 
-Every architecture lives in its own module and registers its named configurations with
-:func:`register_model`; :func:`create_model` builds one by name and :func:`list_models` lists them::
+Every architecture lives in its own module and registers its named variants with :func:`register_model` (see
+``_registry.py``); importing this package imports them all. :func:`create_model` builds one by name,
+:func:`list_models` lists them::
 
     from spikeforge.models import create_model, list_models
     list_models()                                   # ['snnmlp_b', 'snnmlp_s', 'snnmlp_t']
+    list_models(pretrained=True)                    # those with downloadable official weights
     model = create_model("snnmlp_t", pretrained=True).eval()        # official ImageNet weights
     model = create_model("snnmlp_t", pretrained="snnmlp_t.pt")      # a local checkpoint
+    model.pretrained_cfg.mean                                       # how the weights expect their input
 
-A registered entry is a function ``entry(pretrained=None, **kwargs) -> nn.Module``; its docstring is what
-``torch.hub.help`` shows, and the repository's ``hubconf.py`` re-exports the entries.
+Every variant has a :class:`PretrainedCfg` (``_pretrained.py``) and is built by :func:`build_model_with_cfg`
+(``_builder.py``); shared blocks are in :mod:`spikeforge.models.layers`. The repository's ``hubconf.py`` exposes
+every registered entry to ``torch.hub``.
 """
 
-from __future__ import annotations
-
-import fnmatch
-from collections.abc import Callable
-
-from torch import nn
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_model(entry: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Decorator adding ``entry`` to the zoo under its function name."""
-    name = entry.__name__
-    if name in _REGISTRY and _REGISTRY[name] is not entry:
-        raise ValueError(f"a model named {name!r} is already registered")
-    _REGISTRY[name] = entry
-    return entry
-
-
-def list_models(pattern: str | None = None) -> list[str]:
-    """Sorted names of the registered models, optionally filtered by a shell-style ``pattern`` ("snnmlp_*")."""
-    names = sorted(_REGISTRY)
-    return names if pattern is None else [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-
-
-def create_model(name: str, pretrained=None, **kwargs) -> nn.Module:
-    """Build the registered model ``name``.
-
-    Args:
-        name: one of :func:`list_models`.
-        pretrained: ``None``/``False`` for random initialisation, ``True`` for the official weights (downloaded
-            once into the torch.hub cache), or a path to a local checkpoint (a bare state_dict or
-            ``{"model": state_dict}``).
-        **kwargs: constructor arguments overriding the named configuration (e.g. ``num_classes``).
-    """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model name {name!r}; available: {', '.join(list_models())}")
-    return _REGISTRY[name](pretrained=pretrained, **kwargs)
-
-
-from ._weights import WeightsMismatchError, load_checkpoint, load_weights  # noqa: E402
-from .profile import ModelProfile, profile_model  # noqa: E402
-from .snnmlp import SNNMLP, GroupLIF, group_lif, snnmlp_b, snnmlp_s, snnmlp_t  # noqa: E402
+from . import layers
+from ._builder import build_model_with_cfg, resolve_pretrained_cfg
+from ._factory import create_model
+from ._pretrained import PRETRAINED_CFGS, PretrainedCfg
+from ._registry import get_pretrained_cfg, is_model, list_models, model_entrypoint, register_model
+from ._weights import WeightsHashError, WeightsMismatchError, load_checkpoint, load_weights
+from .profile import ModelProfile, profile_model
+from .snnmlp import SNNMLP, GroupLIF, group_lif, snnmlp_b, snnmlp_s, snnmlp_t
 
 __all__ = [
     "register_model",
     "create_model",
     "list_models",
+    "is_model",
+    "model_entrypoint",
+    "get_pretrained_cfg",
+    "PretrainedCfg",
+    "PRETRAINED_CFGS",
+    "build_model_with_cfg",
+    "resolve_pretrained_cfg",
     "load_weights",
     "load_checkpoint",
     "WeightsMismatchError",
+    "WeightsHashError",
+    "layers",
     "profile_model",
     "ModelProfile",
     "SNNMLP",

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-__all__ = ["WeightsMismatchError", "download_weights", "load_checkpoint", "load_weights", "describe_mismatch"]
+__all__ = ["WeightsMismatchError", "WeightsHashError", "download_weights", "file_sha256", "load_checkpoint",
+           "load_weights", "describe_mismatch"]
 
 _MAX_LISTED = 12  # per category in a mismatch report; enough to recognise the pattern
 
@@ -20,11 +22,34 @@ class WeightsMismatchError(RuntimeError):
     """A checkpoint's keys or shapes do not match the model; the message lists the differences."""
 
 
-def download_weights(url: str, *, progress: bool = True) -> Path:
-    """Return the cached copy of ``url`` under ``<torch.hub dir>/checkpoints``, downloading it on first use."""
-    file_name = os.path.basename(urlparse(url).path)
+class WeightsHashError(RuntimeError):
+    """A weights file's sha256 is not the one published for it (a corrupted or substituted file)."""
+
+
+def file_sha256(path) -> str:
+    """Hex sha256 digest of the file at ``path``, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_weights(url: str, *, file_name: str | None = None, sha256: str | None = None,
+                     progress: bool = True) -> Path:
+    """Return the cached copy of ``url`` under ``<torch.hub dir>/checkpoints``, downloading it on first use.
+
+    Args:
+        url: the release address.
+        file_name: name of the cached file (default: the url's last path component).
+        sha256: the file's published hex digest. When given, a fresh download that does not match is deleted and
+            refused, and so is a cached copy (reported with its path, so it can be removed and fetched again).
+    """
+    file_name = file_name or os.path.basename(urlparse(url).path)
     target = Path(torch.hub.get_dir()) / "checkpoints" / file_name
     if target.is_file():
+        _check_sha256(target, sha256, f"the cached copy of {url}",
+                      f"Delete {target} to download it again, or pass pretrained='/path/to/{file_name}'.")
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -37,7 +62,21 @@ def download_weights(url: str, *, progress: bool = True) -> Path:
             f"If this machine is offline, fetch the file elsewhere and either place it at {target} "
             f"or pass pretrained='/path/to/{file_name}'."
         ) from err
+    try:
+        _check_sha256(target, sha256, f"the file downloaded from {url}", "It has been deleted; try again later.")
+    except WeightsHashError:
+        target.unlink(missing_ok=True)
+        raise
     return target
+
+
+def _check_sha256(path: Path, expected: str | None, what: str, advice: str) -> None:
+    if expected is None:
+        return
+    actual = file_sha256(path)
+    if actual != expected.lower():
+        raise WeightsHashError(f"sha256 of {what} is {actual}, but the published weights have {expected.lower()}: "
+                               f"the file is corrupted or not the released one. {advice}")
 
 
 def load_checkpoint(path, map_location="cpu") -> dict[str, torch.Tensor]:
@@ -54,13 +93,19 @@ def load_checkpoint(path, map_location="cpu") -> dict[str, torch.Tensor]:
             "checkpoint with its config), which are not loaded for safety. Re-save just the weights with "
             "torch.save(checkpoint['model'], 'weights.pt')."
         ) from err
+    return _state_dict_of(obj, str(path))
+
+
+def _state_dict_of(obj, where: str) -> dict[str, torch.Tensor]:
+    # The {"model": ...} / {"state_dict": ...} unwrapping and "module." stripping shared by files and mappings.
     if isinstance(obj, Mapping):
         for wrapper in ("model", "state_dict"):
             if isinstance(obj.get(wrapper), Mapping):
                 obj = obj[wrapper]
                 break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"pretrained: {path} does not hold a state_dict (a mapping of names to tensors)")
+    if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                               for k, v in obj.items()):
+        raise ValueError(f"pretrained: {where} does not hold a state_dict (a mapping of names to tensors)")
     state = dict(obj)
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
@@ -89,29 +134,63 @@ def describe_mismatch(model_state: Mapping[str, torch.Tensor], checkpoint: Mappi
     return "\n".join(lines)
 
 
-def load_weights(model: nn.Module, pretrained, *, url: str | None = None, progress: bool = True) -> nn.Module:
+def load_weights(model: nn.Module, pretrained, *, url: str | None = None, sha256: str | None = None,
+                 file_name: str | None = None, progress: bool = True,
+                 skip_mismatched: Iterable[str] = ()) -> nn.Module:
     """Load ``pretrained`` into ``model`` strictly and return the model.
 
     Args:
         model: the freshly built model.
-        pretrained: ``True`` for the official file at ``url`` (cached in the torch.hub directory), or a path.
-        url: the release address used when ``pretrained is True``.
+        pretrained: ``True`` for the official file at ``url`` (cached in the torch.hub directory), a path to a
+            checkpoint file, or a state_dict (a mapping of names to tensors). Files and mappings may wrap the
+            state_dict as ``{"model": ...}`` or ``{"state_dict": ...}``; a ``module.`` prefix on every key is
+            removed.
+        url, sha256, file_name: the release address, its published digest (checked when given) and the name of
+            the cached copy, used when ``pretrained is True``.
+        skip_mismatched: modules (``"head"`` means ``head.weight`` and ``head.bias``) loaded only if all their
+            entries fit the model; otherwise they are left out on both sides and keep the model's initialisation
+            (a classifier being replaced). Everything else is loaded strictly.
 
     Raises:
         WeightsMismatchError: listing missing, unexpected and wrongly shaped entries.
+        WeightsHashError: the downloaded or cached official file does not have the published sha256.
     """
     if pretrained is True:
         if url is None:
-            raise ValueError(f"pretrained=True, but no official weights are published for {type(model).__name__}")
-        source = download_weights(url, progress=progress)
+            raise ValueError(f"pretrained=True, but no official weights are published for {_model_name(model)}")
+        path = download_weights(url, file_name=file_name, sha256=sha256, progress=progress)
+        source, state = f"checkpoint {path}", load_checkpoint(path)
     elif isinstance(pretrained, (str, os.PathLike)):
-        source = Path(pretrained).expanduser()
+        path = Path(pretrained).expanduser()
+        source, state = f"checkpoint {path}", load_checkpoint(path)
+    elif isinstance(pretrained, Mapping):
+        source, state = "the given state_dict", _state_dict_of(pretrained, "the given mapping")
     else:
-        raise TypeError(f"pretrained must be None, False, True or a file path, got {type(pretrained).__name__}")
-    state = load_checkpoint(source)
-    diff = describe_mismatch(model.state_dict(), state)
+        raise TypeError("pretrained must be None, False, True, a file path or a state_dict, "
+                        f"got {type(pretrained).__name__}")
+    expected = model.state_dict()
+    skipped = [m for m in skip_mismatched if describe_mismatch(_entries_of(expected, m), _entries_of(state, m))]
+    if skipped:
+        state = {k: v for k, v in state.items() if not _in_any(k, skipped)}
+        expected = {k: v for k, v in expected.items() if not _in_any(k, skipped)}
+    diff = describe_mismatch(expected, state)
     if diff:
-        name = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
-        raise WeightsMismatchError(f"checkpoint {source} does not match model {name}:\n{diff}")
-    model.load_state_dict(state)
+        raise WeightsMismatchError(f"{source} does not match model {_model_name(model)}:\n{diff}")
+    model.load_state_dict(state, strict=not skipped)
     return model
+
+
+def _in_any(key: str, modules) -> bool:
+    return any(key == m or key.startswith(m + ".") for m in modules)
+
+
+def _entries_of(state: Mapping[str, torch.Tensor], module: str) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if _in_any(k, (module,))}
+
+
+def _model_name(model: nn.Module) -> str:
+    cfg = getattr(model, "pretrained_cfg", None)
+    name = getattr(cfg, "architecture", None)
+    if name is None and isinstance(cfg, Mapping):  # a dict-valued config from elsewhere
+        name = cfg.get("architecture")
+    return name or type(model).__name__

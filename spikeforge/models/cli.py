@@ -28,6 +28,15 @@ def _error(message: str) -> int:
     return 2
 
 
+def _unknown_model(name: str) -> str | None:
+    """The error for an unregistered ``--model`` (naming close matches), or ``None`` if it is registered."""
+    from ._registry import is_model, unknown_model_message
+
+    if is_model(name):
+        return None
+    return unknown_model_message(name).replace("unknown model name", "unknown --model", 1)
+
+
 def run_classify(args: argparse.Namespace) -> int:
     if not (args.weights or args.pretrained or args.random_weights):
         return _error("no weights given: pass --weights FILE, --pretrained to download the official weights, "
@@ -36,12 +45,12 @@ def run_classify(args: argparse.Namespace) -> int:
         return _error(f"--top-k must be >= 1, got {args.top_k}")
     import torch
 
-    from . import create_model, list_models
+    from ._factory import create_model
     from ._weights import WeightsMismatchError
     from .transforms import imagenet_class_names, imagenet_eval_transform, load_image
 
-    if args.model not in list_models():
-        return _error(f"unknown --model {args.model!r}; available: {', '.join(list_models())}")
+    if (unknown := _unknown_model(args.model)) is not None:
+        return _error(unknown)
     pretrained = True if args.pretrained else args.weights
     try:
         device = torch.device(args.device)
@@ -51,12 +60,12 @@ def run_classify(args: argparse.Namespace) -> int:
     if args.random_weights:
         print("warning: --random-weights: the model is untrained, its predictions are meaningless",
               file=sys.stderr)
-    cfg = getattr(model, "pretrained_cfg", {})
-    img_size = args.img_size or cfg.get("input_size", (3, 224, 224))[-1]
-    transform = imagenet_eval_transform(img_size, crop_pct=cfg.get("crop_pct", 224 / 256),
-                                        interpolation=cfg.get("interpolation", "bicubic"),
-                                        mean=cfg.get("mean", (0.485, 0.456, 0.406)),
-                                        std=cfg.get("std", (0.229, 0.224, 0.225)))
+    from ._pretrained import PretrainedCfg
+
+    cfg = getattr(model, "pretrained_cfg", None) or PretrainedCfg(architecture=args.model)  # ImageNet defaults
+    img_size = args.img_size or cfg.input_size[-1]
+    transform = imagenet_eval_transform(img_size, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
+                                        mean=cfg.mean, std=cfg.std)
     names = imagenet_class_names()
     try:
         batch = torch.stack([transform(load_image(path)) for path in args.images]).to(device)
@@ -82,11 +91,10 @@ def configure_profile_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from . import list_models
     from .profile import profile_model
 
-    if args.model not in list_models():
-        return _error(f"unknown --model {args.model!r}; available: {', '.join(list_models())}")
+    if (unknown := _unknown_model(args.model)) is not None:
+        return _error(unknown)
     if args.img_size < 1:
         return _error(f"--img-size must be positive, got {args.img_size}")
     try:

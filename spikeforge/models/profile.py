@@ -57,7 +57,7 @@ def profile_model(model: nn.Module | str, img_size: int | tuple[int, int] = 224,
     from torch.utils.flop_counter import FlopCounterMode
 
     if isinstance(model, str):
-        from . import create_model
+        from ._factory import create_model
 
         name = model
         with torch.device("meta"):
@@ -65,7 +65,7 @@ def profile_model(model: nn.Module | str, img_size: int | tuple[int, int] = 224,
     elif isinstance(model, nn.Module):
         if model_kwargs:
             raise TypeError("model_kwargs are only used when model is given by name")
-        name = getattr(model, "pretrained_cfg", {}).get("architecture", type(model).__name__)
+        name = getattr(getattr(model, "pretrained_cfg", None), "architecture", None) or type(model).__name__
     else:
         raise TypeError(f"model must be an nn.Module or a registered name, got {type(model).__name__}")
 

@@ -28,13 +28,11 @@ import torch
 from torch import nn
 from torch.utils import checkpoint as activation_checkpoint
 
-from . import register_model
-from ._weights import load_weights
+from ._builder import build_model_with_cfg
+from ._registry import register_model
 from .layers import DropPath, Mlp, PatchEmbed, PatchMerging, group_norm1, to_2tuple
 
 __all__ = ["SNNMLP", "GroupLIF", "group_lif", "snnmlp_t", "snnmlp_s", "snnmlp_b"]
-
-RELEASE_URL = "https://github.com/huawei-noah/Efficient-AI-Backbones/releases/download/snnmlp/"
 
 
 def group_lif(x: torch.Tensor, tau, v_th, lif: int, dim: int) -> torch.Tensor:
@@ -341,28 +339,13 @@ class SNNMLP(nn.Module):
         return f"img_size={self.img_size}, lif={self.lif}, num_classes={self.num_classes}"
 
 
-# name -> (constructor arguments, release file). The drop-path rates are the training values.
-_VARIANTS = {
-    "snnmlp_t": (dict(embed_dim=96, depths=(2, 2, 6, 2), drop_path_rate=0.2), "snnmlp_tiny_81.88.pt"),
-    "snnmlp_s": (dict(embed_dim=96, depths=(2, 2, 18, 2), drop_path_rate=0.3), "snnmlp_small_83.30.pt"),
-    "snnmlp_b": (dict(embed_dim=128, depths=(2, 2, 18, 2), drop_path_rate=0.5), "snnmlp_base_83.59.pt"),
-}
-
-# Preprocessing the released weights expect; the classify command reads it from ``model.pretrained_cfg``.
-_EVAL_CFG = dict(input_size=(3, 224, 224), interpolation="bicubic", crop_pct=224 / 256,
-                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), num_classes=1000)
-
-
-def _build(name: str, pretrained, kwargs) -> SNNMLP:
-    arch, file_name = _VARIANTS[name]
-    config = dict(img_size=224, patch_size=4, num_classes=1000, mlp_ratio=4.0, lif=4, lif_init_tau=0.25,
-                  lif_init_vth=0.1, **arch)
-    config.update(kwargs)
-    model = SNNMLP(**config)
-    model.pretrained_cfg = dict(_EVAL_CFG, architecture=name, url=RELEASE_URL + file_name)
-    if pretrained is not None and pretrained is not False:
-        load_weights(model, pretrained, url=RELEASE_URL + file_name)
-    return model
+def _create_snnmlp(variant: str, pretrained, model_args: dict, kwargs: dict) -> SNNMLP:
+    # The released configurations: patch 4, MLP ratio 4, group LIF size 4 with the training initialisation;
+    # ``model_args`` holds the per-size values (drop-path rates are the training ones). ``kwargs`` override both.
+    args = dict(img_size=224, patch_size=4, num_classes=1000, mlp_ratio=4.0, lif=4, lif_init_tau=0.25,
+                lif_init_vth=0.1, **model_args)
+    args.update(kwargs)
+    return build_model_with_cfg(SNNMLP, variant, pretrained, **args)
 
 
 @register_model
@@ -371,26 +354,40 @@ def snnmlp_t(pretrained=None, **kwargs) -> SNNMLP:
 
     Args:
         pretrained: ``True`` downloads the official release into the torch.hub cache; a path loads a local file
-            (bare state_dict or ``{"model": state_dict}``); ``None``/``False`` keeps the random initialisation.
-        **kwargs: override any :class:`SNNMLP` constructor argument.
+            (bare state_dict or ``{"model": state_dict}``); a state_dict is loaded as is; ``None``/``False`` keeps
+            the random initialisation.
+        **kwargs: override any :class:`SNNMLP` constructor argument; ``pretrained_cfg_overlay`` changes fields of
+            the pretrained configuration (see :func:`~spikeforge.models.build_model_with_cfg`).
     """
-    return _build("snnmlp_t", pretrained, kwargs)
+    return _create_snnmlp("snnmlp_t", pretrained, dict(embed_dim=96, depths=(2, 2, 6, 2), drop_path_rate=0.2),
+                          kwargs)
 
 
 @register_model
 def snnmlp_s(pretrained=None, **kwargs) -> SNNMLP:
     """SNN-MLP small (49.7M parameters, 8.5 GMACs at 224, 83.30% ImageNet top-1), group LIF size 4.
 
-    Arguments as for :func:`snnmlp_t`.
+    Args:
+        pretrained: ``True`` downloads the official release into the torch.hub cache; a path loads a local file
+            (bare state_dict or ``{"model": state_dict}``); a state_dict is loaded as is; ``None``/``False`` keeps
+            the random initialisation.
+        **kwargs: override any :class:`SNNMLP` constructor argument; ``pretrained_cfg_overlay`` changes fields of
+            the pretrained configuration (see :func:`~spikeforge.models.build_model_with_cfg`).
     """
-    return _build("snnmlp_s", pretrained, kwargs)
+    return _create_snnmlp("snnmlp_s", pretrained, dict(embed_dim=96, depths=(2, 2, 18, 2), drop_path_rate=0.3),
+                          kwargs)
 
 
 @register_model
 def snnmlp_b(pretrained=None, **kwargs) -> SNNMLP:
     """SNN-MLP base (87.9M parameters, 15.2 GMACs at 224, 83.59% ImageNet top-1), group LIF size 4.
 
-    Arguments as for :func:`snnmlp_t`.
+    Args:
+        pretrained: ``True`` downloads the official release into the torch.hub cache; a path loads a local file
+            (bare state_dict or ``{"model": state_dict}``); a state_dict is loaded as is; ``None``/``False`` keeps
+            the random initialisation.
+        **kwargs: override any :class:`SNNMLP` constructor argument; ``pretrained_cfg_overlay`` changes fields of
+            the pretrained configuration (see :func:`~spikeforge.models.build_model_with_cfg`).
     """
-    return _build("snnmlp_b", pretrained, kwargs)
-
+    return _create_snnmlp("snnmlp_b", pretrained, dict(embed_dim=128, depths=(2, 2, 18, 2), drop_path_rate=0.5),
+                          kwargs)

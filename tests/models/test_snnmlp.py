@@ -10,7 +10,7 @@ import torch
 
 from spikeforge.models import SNNMLP, GroupLIF, create_model, group_lif, profile_model
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 VECTORS = SHARED / "specs" / "vectors" / "snnmlp_public.pt"
 TINY_KEYS = SHARED / "specs" / "checkpoints" / "snnmlp_tiny.txt"
 

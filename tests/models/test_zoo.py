@@ -21,8 +21,8 @@ from spikeforge.models import (
 )
 from spikeforge.models.transforms import imagenet_class_names, imagenet_eval_transform, load_image
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 DOG = SHARED / "data" / "pytorch-hub" / "dog.jpg"
 SMALL = dict(embed_dim=8, depths=(1, 1, 1, 1), num_classes=10)  # a 94k-parameter SNN-MLP, fast to build
 
