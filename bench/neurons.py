@@ -301,7 +301,7 @@ def main(argv=None) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    memory_ok = _limit_malloc_caching() and not args.no_memory
+    memory_ok = not args.no_memory and _limit_malloc_caching()  # never change the allocator for timing-only runs
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average "
           f"{load:.1f}; batch {BATCH}; medians of >= {args.repeats} runs and >= {args.min_seconds} s")

@@ -22,6 +22,7 @@ from . import kernels as _kernels
 from . import surrogate as _surrogate
 from .base import MemoryModule, check_step_mode
 from .spec import (
+    DEFAULT_SURROGATE,
     KernelFamily,
     NeuronSpec,
     SurrogateSpec,
@@ -66,9 +67,9 @@ def initial_state(x_seq: torch.Tensor, v_init, spec: NeuronSpec, name: str = "v_
 
 
 def surrogate_spec(surrogate_function: _surrogate.SurrogateFunctionBase | None) -> SurrogateSpec:
-    """The spec of a surrogate module; ``None`` means SpikingJelly's default, ``Sigmoid(alpha=4)``."""
+    """The spec of a surrogate module; ``None`` means the default (:data:`spikeforge.spec.DEFAULT_SURROGATE`)."""
     if surrogate_function is None:
-        return SurrogateSpec()
+        return DEFAULT_SURROGATE
     if not isinstance(surrogate_function, _surrogate.SurrogateFunctionBase):
         raise TypeError("surrogate_function must be a spikeforge.surrogate module (e.g. surrogate.ATan()), got "
                         f"{type(surrogate_function).__name__}")

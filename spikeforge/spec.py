@@ -51,6 +51,7 @@ import torch
 
 __all__ = [
     "NeuronKind",
+    "DEFAULT_SURROGATE",
     "SurrogateKind",
     "SurrogateSpec",
     "LeakLaw",
@@ -136,6 +137,10 @@ class SurrogateSpec:
         object.__setattr__(self, "alpha", alpha)
         object.__setattr__(self, "beta", float(self.beta))
         object.__setattr__(self, "spiking", bool(self.spiking))
+
+
+# SpikingJelly's default surrogate, Sigmoid(alpha=4): the one place this default is written.
+DEFAULT_SURROGATE = SurrogateSpec(SurrogateKind.SIGMOID, 4.0)
 
 
 class LeakLaw(str, Enum):
@@ -245,7 +250,7 @@ class NeuronSpec:
     detach_reset: bool = False
     decay_input: bool = True
     fire_on_tie: bool = True
-    surrogate: SurrogateSpec | None = field(default_factory=SurrogateSpec)
+    surrogate: SurrogateSpec | None = DEFAULT_SURROGATE
     binary_output: bool = True
     state_dtype: StateDtype = StateDtype.FLOAT32_OR_64
     conversion: ConversionOptions | None = None
@@ -426,7 +431,7 @@ def check_retention(tau, name: str = "tau") -> float:
 def if_spec(v_threshold=1.0, v_reset=0.0, surrogate: SurrogateSpec | None = None, detach_reset=False) -> NeuronSpec:
     """SpikingJelly's IFNode: H_t = V_{t−1} + X_t."""
     return NeuronSpec(NeuronKind.IF, v_threshold, v_reset, Leak(LeakLaw.NONE), detach_reset, decay_input=False,
-                      fire_on_tie=True, surrogate=surrogate if surrogate is not None else SurrogateSpec())
+                      fire_on_tie=True, surrogate=surrogate if surrogate is not None else DEFAULT_SURROGATE)
 
 
 def lif_spec(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0, surrogate: SurrogateSpec | None = None,
@@ -434,7 +439,7 @@ def lif_spec(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0, surrogate:
     """SpikingJelly's LIFNode with time constant ``tau`` (> 1): d = 1/τ."""
     return NeuronSpec(NeuronKind.LIF, v_threshold, v_reset, Leak(LeakLaw.TIME_CONSTANT, check_time_constant(tau)),
                       detach_reset, decay_input, fire_on_tie=True,
-                      surrogate=surrogate if surrogate is not None else SurrogateSpec())
+                      surrogate=surrogate if surrogate is not None else DEFAULT_SURROGATE)
 
 
 def plif_spec(tau=None, decay_input=True, v_threshold=1.0, v_reset=0.0, surrogate: SurrogateSpec | None = None,
@@ -442,7 +447,7 @@ def plif_spec(tau=None, decay_input=True, v_threshold=1.0, v_reset=0.0, surrogat
     """SpikingJelly's ParametricLIFNode: d = sigmoid(w), w learnable; ``tau`` records the current 1/d."""
     return NeuronSpec(NeuronKind.PLIF, v_threshold, v_reset, Leak(LeakLaw.LEARNABLE_TIME_CONSTANT, tau),
                       detach_reset, decay_input, fire_on_tie=True,
-                      surrogate=surrogate if surrogate is not None else SurrogateSpec())
+                      surrogate=surrogate if surrogate is not None else DEFAULT_SURROGATE)
 
 
 def stbp_lif_spec(tau=0.25, v_th=0.4, surrogate: SurrogateSpec | None = None) -> NeuronSpec:

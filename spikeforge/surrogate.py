@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .spec import SurrogateKind, SurrogateSpec
+from .spec import DEFAULT_SURROGATE, SurrogateKind, SurrogateSpec
 
 # The kernel ids, one enum (spikeforge.spec.SurrogateKind); the names stay importable from here.
 (SIGMOID, ATAN, PIECEWISE_QUADRATIC, PIECEWISE_EXP, SOFT_SIGN, SUPER_SPIKE, ERF, RECT,
@@ -250,7 +250,28 @@ class PiecewiseLeakyReLU(SurrogateFunctionBase):
 
 
 
+_CLASSES: dict[SurrogateKind, type[SurrogateFunctionBase]] = {
+    SurrogateKind.SIGMOID: Sigmoid, SurrogateKind.ATAN: ATan, SurrogateKind.PIECEWISE_QUADRATIC: PiecewiseQuadratic,
+    SurrogateKind.PIECEWISE_EXP: PiecewiseExp, SurrogateKind.SOFT_SIGN: SoftSign, SurrogateKind.SUPER_SPIKE: SuperSpike,
+    SurrogateKind.ERF: Erf, SurrogateKind.RECT: Rect,
+}
+
+
+def from_spec(spec: SurrogateSpec) -> SurrogateFunctionBase:
+    """The surrogate module a :class:`~spikeforge.spec.SurrogateSpec` describes (``module.spec == spec``)."""
+    if spec.kind is SurrogateKind.PIECEWISE_LEAKY_RELU:
+        return PiecewiseLeakyReLU(w=spec.alpha, c=spec.beta, spiking=spec.spiking)
+    return _CLASSES[spec.kind](alpha=spec.alpha, spiking=spec.spiking)
+
+
+def default() -> SurrogateFunctionBase:
+    """A new module of the default surrogate (:data:`spikeforge.spec.DEFAULT_SURROGATE`, SpikingJelly's)."""
+    return from_spec(DEFAULT_SURROGATE)
+
+
 __all__ = [
+    "from_spec",
+    "default",
     "heaviside",
     "derivative",
     "primitive",

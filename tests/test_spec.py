@@ -134,3 +134,15 @@ def test_functional_calls_build_the_same_spec_as_the_modules():
     assert torch.equal(spikes, spikes2)
     with pytest.raises(ValueError, match="conversion_if spec"):
         functional.neuron_multi_step(x, 0.0, conversion_if_spec())
+
+
+def test_surrogate_modules_and_specs_round_trip():
+    from cases import SURROGATE_MODULES
+
+    for cls in SURROGATE_MODULES:
+        module = cls()
+        rebuilt = surrogate.from_spec(module.spec)
+        assert rebuilt.spec == module.spec
+        x = torch.linspace(-2, 2, 41)
+        torch.testing.assert_close(rebuilt.derivative(x), module.derivative(x), rtol=0, atol=0)
+    assert surrogate.default().spec == neuron.LIFNode().spec.surrogate == functional.surrogate_spec(None)

@@ -56,7 +56,7 @@ class BaseNode(MemoryModule):
     ):
         super().__init__(step_mode)
         if surrogate_function is None:
-            surrogate_function = surrogate.Sigmoid()
+            surrogate_function = surrogate.default()
         F.surrogate_spec(surrogate_function)  # type check
         self.v_threshold = check_threshold(v_threshold)
         self.v_reset = check_reset(v_reset)
