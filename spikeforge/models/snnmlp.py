@@ -28,6 +28,9 @@ import torch
 from torch import nn
 from torch.utils import checkpoint as activation_checkpoint
 
+from .. import functional as F
+from ..neuron.group import GroupLIF
+from ..spec import group_lif_spec
 from ._builder import build_model_with_cfg
 from ._registry import register_model
 from .layers import DropPath, Mlp, PatchEmbed, PatchMerging, group_norm1, to_2tuple
@@ -36,151 +39,15 @@ __all__ = ["SNNMLP", "GroupLIF", "group_lif", "snnmlp_t", "snnmlp_s", "snnmlp_b"
 
 
 def group_lif(x: torch.Tensor, tau, v_th, lif: int, dim: int) -> torch.Tensor:
-    """Full-precision group LIF along axis ``dim`` of ``x`` (the reference's ``LIFSpike``).
+    """Full-precision group LIF along axis ``dim`` of ``x`` (the reference's ``LIFSpike``), groups of ``lif``.
 
-    The scanned axis of length ``L`` is cut into ``L // lif`` consecutive groups of ``lif`` positions; inside a
-    group the position index ``j = 0 .. lif-1`` plays the role of time, and the membrane restarts from zero in
-    every group, independently for every other index. With ``o_j`` the membrane carried into step ``j`` and
-    ``s_j`` the fire flag::
-
-        u_0 = x_0
-        u_j = tau * o_j + x_j,          o_j = (1 - s_{j-1}) * u_{j-1}     (hard reset to 0 after a fire)
-        s_j = [u_j > V_th]                                                (strict: a tie does not fire)
-        y_j = s_j * u_j + (1 - s_j) * V_th  =  max(u_j, V_th)
-
-    The output is not binary: a position that fires emits its membrane, the others emit ``V_th``. The last
-    ``L mod lif`` positions of every line do not fill a group and pass through unchanged (``y = x``); if
-    ``L < lif`` the whole axis passes through.
-
-    Backward has no surrogate: the fire mask ``s`` is a constant. With ``g = dL/dy``::
-
-        dy_j/du_j     = s_j
-        du_j/du_{j-1} = tau * (1 - s_{j-1})
-        dL/dV_th      = sum over grouped positions of (1 - s) * g
-        dL/dtau       = sum_j g_j * s_j * du_j/dtau,
-        du_j/dtau     = (1 - s_{j-1}) * (u_{j-1} + tau * du_{j-1}/dtau),   du_0/dtau = 0
-
-    which is exactly the autograd of the forward written with a detached mask; tails carry ``g`` straight through
-    and contribute nothing to ``tau`` or ``V_th``.
-
-    Args:
-        x: tensor of any rank; typically ``[N, C, H, W]`` with ``dim=2`` (scan H) or ``dim=3`` (scan W).
-        tau: decay, a float or a tensor broadcastable to one step (the reference keeps a shape-[1] parameter).
-        v_th: threshold, same convention as ``tau``.
-        lif: group size (number of LIF steps); ``-1`` means identity, as in the reference.
-        dim: the scanned axis.
-
-    The recurrence runs in at least float32 (float64 stays float64), so float16/bfloat16 inputs are safe; the
-    result has the dtype of ``x``. Only the ``lif`` steps of a group are a Python loop.
+    The neuron lives in the neuron package (:class:`spikeforge.neuron.GroupLIF`, equations in
+    :mod:`spikeforge.kernels.group`); this function runs it through :func:`spikeforge.functional.group_lif`
+    with ``tau`` and ``v_th`` as floats or tensors broadcastable to one step. ``lif=-1`` is the identity.
     """
-    if not isinstance(lif, int) or isinstance(lif, bool) or not (lif == -1 or lif >= 1):
-        raise ValueError(f"lif must be -1 (identity) or a positive group size, got {lif!r}")
     if not -x.dim() <= dim < x.dim():
         raise ValueError(f"dim={dim} is out of range for an input of rank {x.dim()}")
-    dim = dim % x.dim()
-    length = x.shape[dim]
-    n_groups = length // lif if lif > 0 else 0
-    if n_groups == 0:
-        return x
-
-    compute_dtype = torch.promote_types(x.dtype, torch.float32)
-    tau = torch.as_tensor(tau, device=x.device).to(compute_dtype)
-    v_th = torch.as_tensor(v_th, device=x.device).to(compute_dtype)
-    if torch.is_grad_enabled() and (x.requires_grad or tau.requires_grad or v_th.requires_grad):
-        return _group_lif_autograd(x, tau, v_th, lif, dim, n_groups, compute_dtype)
-    return _group_lif_inplace(x, tau, v_th, lif, dim, n_groups, compute_dtype)
-
-
-# Both implementations select with float masks and clamps instead of boolean ``where``: boolean selects are
-# several times slower than arithmetic on CPU, and these forms stay exact for every finite or infinite input:
-#   y       = max(u, V_th) * s + V_th * (1 - s)      (= u if fired, V_th otherwise)
-#   o_{j+1} = min(u, V_th) * (1 - s)                 (= u if not fired, 0 otherwise; min() keeps +inf * 0 away)
-# Their autograd matches the reference at ties too: clamp(min=V_th) passes the gradient to u only where u >= V_th,
-# which is multiplied by s (u > V_th), and clamp(max=V_th) passes it to u where u <= V_th, i.e. exactly 1 - s.
-
-
-def _steps_first(x, dim, n_groups, lif, compute_dtype):
-    """The grouped part of ``x`` as a contiguous ``[lif, ...]`` tensor: step ``j`` of every group is ``[j]``.
-
-    Elementwise ops on contiguous steps are several times faster than on the stride-``lif`` views of the
-    original layout, which pays for this one copy (it also does the float32 upcast)."""
-    grouped = x.narrow(dim, 0, n_groups * lif).unflatten(dim, (n_groups, lif)).movedim(dim + 1, 0)
-    return grouped.to(compute_dtype, memory_format=torch.contiguous_format, copy=True)
-
-
-def _group_lif_autograd(x, tau, v_th, lif, dim, n_groups, compute_dtype):
-    length, grouped_len = x.shape[dim], n_groups * lif
-    steps = _steps_first(x, dim, n_groups, lif, compute_dtype)
-    outputs = []
-    carried = None  # o_j: the membrane handed to step j, already zeroed where step j-1 fired
-    for j in range(lif):
-        u = steps[j] if carried is None else torch.addcmul(steps[j], carried, tau)
-        rest = torch.le(u.detach(), v_th.detach()).to(compute_dtype)  # 1 - s_j, a constant for autograd
-        outputs.append(u.clamp(min=v_th) * (1.0 - rest) + v_th * rest)
-        if j < lif - 1:
-            carried = u.clamp(max=v_th) * rest
-    y = torch.stack(outputs).movedim(0, dim + 1).flatten(dim, dim + 1).to(x.dtype)
-    if grouped_len == length:
-        return y
-    return torch.cat([y, x.narrow(dim, grouped_len, length - grouped_len)], dim)
-
-
-def _group_lif_inplace(x, tau, v_th, lif, dim, n_groups, compute_dtype):
-    # Inference: update the contiguous steps in place, then scatter them back next to the untouched tails.
-    steps = _steps_first(x, dim, n_groups, lif, compute_dtype)
-    rest, carried = torch.empty_like(steps[0]), torch.empty_like(steps[0])
-    for j in range(lif):
-        u = steps[j]
-        if j > 0:
-            u.addcmul_(carried, tau)
-        if j < lif - 1:
-            torch.le(u, v_th, out=rest)
-            torch.clamp(u, max=v_th, out=carried).mul_(rest)
-        u.clamp_(min=v_th)
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    grouped_len, length = n_groups * lif, x.shape[dim]
-    out.narrow(dim, 0, grouped_len).unflatten(dim, (n_groups, lif)).movedim(dim + 1, 0).copy_(steps)
-    if grouped_len < length:
-        out.narrow(dim, grouped_len, length - grouped_len).copy_(x.narrow(dim, grouped_len, length - grouped_len))
-    return out
-
-
-class GroupLIF(nn.Module):
-    """Learnable full-precision group LIF scanning one spatial axis (reference class ``LIFSpike``).
-
-    ``tau`` and ``Vth`` (capital V, as in the reference checkpoints) are shape-[1] parameters unless fixed, in
-    which case they are plain floats and absent from the state_dict. See :func:`group_lif` for the equations.
-
-    Args:
-        lif: group size; ``-1`` disables the neuron (identity).
-        fix_tau, fix_vth: keep ``tau`` / ``Vth`` constant instead of learning them.
-        init_tau, init_vth: initial values (training used 0.25 and 0.1).
-        dim: 2 scans H ("vertical"), 3 scans W ("horizontal").
-    """
-
-    def __init__(self, lif: int = 4, fix_tau: bool = False, fix_vth: bool = False, init_tau: float = 0.25,
-                 init_vth: float = 0.1, dim: int = 2):
-        super().__init__()
-        if dim not in (2, 3):
-            raise ValueError(f"dim must be 2 (scan H) or 3 (scan W), got {dim!r}")
-        if not isinstance(lif, int) or isinstance(lif, bool) or not (lif == -1 or lif >= 1):
-            raise ValueError(f"lif must be -1 (identity) or a positive group size, got {lif!r}")
-        self.lif = lif
-        self.dim = dim
-        self.tau = float(init_tau) if fix_tau else nn.Parameter(torch.tensor([float(init_tau)]))
-        self.Vth = float(init_vth) if fix_vth else nn.Parameter(torch.tensor([float(init_vth)]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"GroupLIF expects x of shape [N, C, H, W], got {tuple(x.shape)}")
-        if self.lif == -1:
-            return x
-        return group_lif(x, self.tau, self.Vth, self.lif, self.dim)
-
-    def extra_repr(self) -> str:
-        axis = "H" if self.dim == 2 else "W"
-        return f"lif={self.lif}, scan={axis}"
-
+    return F.group_lif(x, tau, v_th, group_lif_spec(group_size=lif, dim=dim))
 
 
 class LIFModule(nn.Module):
