@@ -29,12 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spikeforge import ann2snn, functional  # noqa: E402
-from spikeforge.examples.ann2snn_mnist import (  # noqa: E402
-    TutorialCNN,
-    ann_accuracy,
-    load_mnist,
-    trained_model,
-)
+from spikeforge.ann2snn.tutorial_nets import TutorialCNN, ann_accuracy, trained_model  # noqa: E402
+from spikeforge.datasets import MNIST  # noqa: E402
 
 
 def batches(data, size):
@@ -93,10 +89,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    train, test = load_mnist(None)
+    train = MNIST(train=True).as_tensors(torch.float32)
+    test = MNIST(train=False).as_tensors(torch.float32)
     if args.test_limit:
         test = (test[0][: args.test_limit], test[1][: args.test_limit])
-    model = trained_model(TutorialCNN(), args.weights, train, test, args)
+    model = trained_model(TutorialCNN(), args.weights, train, test, args.epochs, args.batch_size, args.lr,
+                          args.seed)
     calib = batches((train[0][: 100 * args.calib_batches], train[1][: 100 * args.calib_batches]), 100)
     test_loader = batches(test, args.batch_size)
     n_images = len(test[1])

@@ -71,10 +71,10 @@ def one_epoch(name, net, firing_rate, reset, train, test, batch_size, lr, seed, 
 
 def spikeforge_run(args, train_u8, test_u8):
     from spikeforge import functional
-    from spikeforge.examples.lif_fc_mnist import SNN
     from spikeforge.fused_encoding import has_fast_kernels
+    from spikeforge.training.tutorial_nets import LIFFCNet
 
-    net = SNN(tau=args.tau)
+    net = LIFFCNet(tau=args.tau)
     if not has_fast_kernels():
         print("note: numba missing, spikeforge runs its dense path")
     return one_epoch("spikeforge", net, lambda x: net.firing_rate(x, args.T), lambda: functional.reset_net(net),

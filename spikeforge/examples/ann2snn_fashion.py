@@ -11,17 +11,15 @@ conversion (residual additions through ``torch.fx``); the max-pooling one the sp
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from spikeforge import ann2snn
-from spikeforge.examples.ann2snn_mnist import ann_accuracy, print_table, train_ann
+from spikeforge.ann2snn.tutorial_nets import FASHION_MODELS, ann_accuracy, format_accuracy_table, train_ann
+from spikeforge.training import load_checkpoint, save_checkpoint
 
 DEFAULT_T = (16, 32, 64)
 CONFIGS = {
@@ -30,57 +28,7 @@ CONFIGS = {
     "99.9% +half+signed": dict(mode="99.9%", half_threshold=True, signed_spikes=True),
     "99.99% +half+signed": dict(mode="99.99%", half_threshold=True, signed_spikes=True),
 }
-
-
-class BasicBlock(nn.Module):
-    """conv-BN-ReLU-conv-BN, plus the input, then ReLU (He et al. 2016)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + x)
-
-
-class SmallResNet(nn.Module):
-    """Stem (28 -> 14), residual block at 16 channels, strided conv to 32 channels (7x7), residual block, head."""
-
-    def __init__(self, num_classes: int = 10):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-                                  nn.AvgPool2d(2))
-        self.block1 = BasicBlock(16)
-        self.down = nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32),
-                                  nn.ReLU())
-        self.block2 = BasicBlock(32)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))
-
-    def forward(self, x):
-        return self.head(self.block2(self.down(self.block1(self.stem(x)))))
-
-
-class MaxPoolCNN(nn.Module):
-    """Conv-BN-ReLU-MaxPool2 x2 (28 -> 14 -> 7), Dropout, Linear."""
-
-    def __init__(self, num_classes: int = 10):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        )
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(32 * 7 * 7, num_classes))
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
-MODELS = {"resnet": SmallResNet, "maxpool": MaxPoolCNN}
+MODELS = FASHION_MODELS
 
 
 def main(argv=None) -> dict:
@@ -113,15 +61,13 @@ def main(argv=None) -> dict:
         model = MODELS[name]()
         path = Path(args.weights_dir) / f"fashion_{name}.pt" if args.weights_dir else None
         if path is not None and path.is_file():
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            model.load_state_dict(load_checkpoint(path))
             print(f"loaded {path}")
         else:
             print(f"training {name} for {args.epochs} epochs", flush=True)
             model = train_ann(model, train, test, args.epochs, args.batch_size, args.lr, args.seed)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(model.state_dict(), f"{path}.tmp")
-                os.replace(f"{path}.tmp", path)
+                save_checkpoint(model.state_dict(), path)
         model.eval()
         ann_acc = ann_accuracy(model, test)
         rows = {}
@@ -132,7 +78,7 @@ def main(argv=None) -> dict:
             print(f"{name} {label}: " + ", ".join(f"T={t} {a:.2f}%" for t, a in rows[label].items())
                   + f" ({time.perf_counter() - start:.0f} s)", flush=True)
         print(f"\n== {name} ({type(model).__name__}) ==")
-        print_table(rows, args.T, ann_acc)
+        print(format_accuracy_table(rows, args.T, ann_acc))
         results[name] = {"ann": ann_acc, "snn": rows}
     return results
 

@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from spikeforge import ann2snn
+from spikeforge.ann2snn.tutorial_nets import TutorialCNN, ann_accuracy, format_accuracy_table, trained_model
 
 DEFAULT_T = (8, 16, 32, 50, 100, 200)
 DEFAULT_MODES = ("max", "99.9%", "1/2", "1/3", "1/4", "1/5")
@@ -35,23 +33,6 @@ OPTION_SETS = {
 }
 
 
-class TutorialCNN(nn.Module):
-    """SpikingJelly's ann2snn tutorial network (28x28 input -> 32 features -> 10 classes)."""
-
-    def __init__(self):
-        super().__init__()
-        layers = []
-        for c_in in (1, 32, 32):
-            layers += [nn.Conv2d(c_in, 32, 3), nn.BatchNorm2d(32), nn.ReLU(), nn.AvgPool2d(2, 2)]
-        self.network = nn.Sequential(*layers, nn.Flatten(), nn.Linear(32, 10), nn.ReLU())
-        # Cross-entropy on ReLU outputs pushes wrong classes below zero, and an output unit that is negative
-        # for every input never recovers (a dead class). Starting the output biases at 2 prevents that.
-        nn.init.constant_(self.network[-2].bias, 2.0)
-
-    def forward(self, x):
-        return self.network(x)
-
-
 def parse_mode(text: str):
     """'max', '99.9%' or a fraction written '1/2' or '0.5'."""
     if text.lower() == "max" or text.endswith("%"):
@@ -60,64 +41,6 @@ def parse_mode(text: str):
         num, den = text.split("/")
         return float(num) / float(den)
     return float(text)
-
-
-def load_mnist(root: str | None):
-    from spikeforge.datasets import MNIST
-
-    train = MNIST(root=root, train=True).as_tensors(torch.float32)
-    test = MNIST(root=root, train=False).as_tensors(torch.float32)
-    return train, test
-
-
-def train_ann(model: nn.Module, train, test, epochs: int, batch_size: int, lr: float, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    loader = DataLoader(TensorDataset(*train), batch_size=batch_size, shuffle=True)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, epochs * len(loader))
-    for epoch in range(epochs):
-        model.train()
-        start = time.perf_counter()
-        for x, y in loader:
-            optimiser.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            optimiser.step()
-            scheduler.step()
-        print(f"epoch {epoch + 1}/{epochs}: test accuracy {ann_accuracy(model, test):.2f}% "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)
-    return model.eval()
-
-
-@torch.no_grad()
-def ann_accuracy(model: nn.Module, data, batch_size: int = 1000) -> float:
-    model.eval()
-    x, y = data
-    correct = sum((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum().item()
-                  for i in range(0, len(y), batch_size))
-    return 100.0 * correct / len(y)
-
-
-def trained_model(model: nn.Module, weights: str | None, train, test, args) -> nn.Module:
-    if weights and Path(weights).is_file():
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        print(f"loaded ANN weights from {weights}")
-        return model.eval()
-    model = train_ann(model, train, test, args.epochs, args.batch_size, args.lr, args.seed)
-    if weights:
-        Path(weights).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{weights}.tmp"
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, weights)
-        print(f"saved ANN weights to {weights}")
-    return model
-
-
-def print_table(rows: dict[str, dict[int, float]], steps, ann_acc: float) -> None:
-    width = max(len(k) for k in rows) + 2
-    print(f"\n{'ANN':<{width}}{ann_acc:.2f}%")
-    print(f"{'mode / T':<{width}}" + "".join(f"{t:>8}" for t in steps))
-    for label, accs in rows.items():
-        print(f"{label:<{width}}" + "".join(f"{accs[t]:>8.2f}" for t in steps))
 
 
 def main(argv=None) -> dict:
@@ -140,10 +63,13 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
-    train, test = load_mnist(args.data)
+    from spikeforge.datasets import MNIST
+
+    train = MNIST(root=args.data, train=True).as_tensors(torch.float32)
+    test = MNIST(root=args.data, train=False).as_tensors(torch.float32)
     if args.test_limit:
         test = (test[0][: args.test_limit], test[1][: args.test_limit])
-    model = trained_model(TutorialCNN(), args.weights, train, test, args)
+    model = trained_model(TutorialCNN(), args.weights, train, test, args.epochs, args.batch_size, args.lr, args.seed)
     ann_acc = ann_accuracy(model, test)
     calib = DataLoader(TensorDataset(*train), batch_size=100, shuffle=False)
     test_loader = DataLoader(TensorDataset(*test), batch_size=500)
@@ -160,7 +86,7 @@ def main(argv=None) -> dict:
         rows[label] = ann2snn.evaluate(snn, test_loader, args.T)
         print(f"{label}: " + ", ".join(f"T={t} {a:.2f}%" for t, a in rows[label].items())
               + f" ({time.perf_counter() - start:.0f} s)", flush=True)
-    print_table(rows, args.T, ann_acc)
+    print(format_accuracy_table(rows, args.T, ann_acc))
     if args.plot:
         path = ann2snn.plot_accuracy_vs_T(rows, args.plot, ann_accuracy=ann_acc,
                                           title="Tutorial CNN on MNIST, converted")

@@ -1,8 +1,9 @@
 """``spikeforge demo``: a one-minute first run, offline.
 
-Trains the one-layer LIF network of :mod:`spikeforge.examples.lif_fc_mnist` on the MNIST copy bundled
-with spikeforge (Poisson-coded input, multi-step LIF layer), prints the test accuracy, and writes the
-output layer's spike raster, membrane heat map and the training curves as PNGs. Nothing is downloaded.
+Trains one layer of LIF neurons (:class:`spikeforge.training.tutorial_nets.LIFFCNet`, the network of
+``lif_fc_mnist``) on the MNIST copy bundled with spikeforge (Poisson-coded input, multi-step LIF layer), prints
+the test accuracy, and writes the output layer's spike raster, membrane heat map and the training curves as
+PNGs. Nothing is downloaded.
 
 This module is imported by ``spikeforge --help``, so it imports torch only inside :func:`run`.
 """
@@ -27,27 +28,42 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spikeforge.examples import lif_fc_mnist
-    from spikeforge.training import read_metrics
+    import torch
+
+    from spikeforge.datasets import DatasetFileError
+    from spikeforge.training import Trainer, plots, read_metrics, set_threads
+    from spikeforge.training.cli import run_fit
+    from spikeforge.training.data import load_split_tensors
+    from spikeforge.training.tutorial_nets import LIFFCNet
 
     for name in ("epochs", "T", "batch_size"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    argv = ["-T", str(args.T), "-b", str(args.batch_size), "-epochs", str(args.epochs), "-opt", "adam",
-            "-lr", "1e-3", "-tau", "2.0", "-out-dir", str(args.out_dir), "-device", "cpu",
-            "--seed", str(args.seed)]
-    if args.train_limit is not None:
-        argv += ["--train-limit", str(args.train_limit)]
-    if args.no_progress:
-        argv.append("--no-progress")
+    lr = 1e-3
     print("spikeforge demo: training Flatten -> Linear(784, 10) -> LIF on the bundled MNIST "
           f"(T={args.T}, {args.epochs} epoch(s), Poisson-coded input)")
-    status = lif_fc_mnist.main(argv)
-    if status:
+    torch.manual_seed(args.seed)
+    set_threads(1)  # this network's ops are too small to gain from more threads
+    net = LIFFCNet(tau=2.0)
+    print(net)
+    try:
+        train_data, test_data = load_split_tensors("mnist", None, args.train_limit, None)
+    except DatasetFileError as e:
+        print(f"error: {e}")
+        return 2
+    run_dir = Path(args.out_dir) / f"T{args.T}_b{args.batch_size}_adam_lr{lr}"
+    trainer = Trainer(net, torch.optim.Adam(net.parameters(), lr=lr),
+                      forward=lambda model, images: model.firing_rate(images, args.T), device="cpu",
+                      batch_size=args.batch_size, out_dir=run_dir, args=args, progress=not args.no_progress)
+    status = run_fit(trainer, train_data, test_data, epochs=args.epochs)
+    if status is not None:
         return status
-    run_dir = lif_fc_mnist.run_dir(lif_fc_mnist.build_parser().parse_args(argv))
-    records = read_metrics(run_dir / "metrics.jsonl")
-    last = records[-1]
+    image, label = test_data[0][0], int(test_data[1][0])
+    v_t_array, s_t_array = plots.record_output(net, net.output_neuron,
+                                               lambda: net.forward_poisson(image.unsqueeze(0), args.T))
+    plots.save_output_arrays(run_dir, v_t_array, s_t_array)
+    plots.write_run_plots(run_dir, v_t_array, s_t_array, label, net.output_neuron.v_threshold)
+    last = read_metrics(run_dir / "metrics.jsonl")[-1]
     print()
     print(f"test accuracy after {last['epoch'] + 1} epoch(s): {last['test_acc']:.2%} "
           f"(training speed {last['train_speed']:,.0f} images/s)")

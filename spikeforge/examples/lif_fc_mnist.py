@@ -6,6 +6,10 @@ label. Published setting (SpikingJelly docs: 92.9 % after 100 epochs)::
 
     python -m spikeforge.examples.lif_fc_mnist -T 100 -b 64 -opt adam -lr 1e-3 -tau 2.0 -epochs 100
 
+On several processes (data parallel; ``-b`` is per process)::
+
+    torchrun --standalone --nproc_per_node=2 -m spikeforge.examples.lif_fc_mnist -T 100 -b 64 -epochs 100
+
 Speed: all T steps are encoded at once and the network runs in multi-step mode. On the CPU the
 encoder and the linear layer are fused (:func:`spikeforge.fused_encoding.poisson_linear`): only the
 non-zero pixels draw random numbers and only their weight columns are summed, which is the same
@@ -24,42 +28,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-from torch import nn
+from spikeforge.training import distributed, plots
+from spikeforge.training.cli import add_spikingjelly_flags, check_positive, make_optimizer, run_fit, setup_run
+from spikeforge.training.tutorial_nets import LIFFCNet
 
-from spikeforge import encoding, functional, layer, neuron, surrogate
-from spikeforge.fused_encoding import has_fast_kernels, poisson_linear
-from spikeforge.training import add_spikingjelly_flags
-
-
-class SNN(nn.Module):
-    """Flatten -> Linear(784, 10, bias=False) -> LIFNode, in multi-step mode (state_dict as SpikingJelly's)."""
-
-    def __init__(self, tau: float = 2.0, dense: bool = False):
-        super().__init__()
-        self.layer = nn.Sequential(
-            layer.Flatten(),
-            layer.Linear(28 * 28, 10, bias=False),
-            neuron.LIFNode(tau=tau, surrogate_function=surrogate.ATan()),
-        )
-        functional.set_step_mode(self, "m")
-        self.dense = dense
-        self.encoder = encoding.PoissonEncoder()
-
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        """Spikes ``[T, B, 1, 28, 28]`` -> output spikes ``[T, B, 10]``."""
-        return self.layer(x_seq)
-
-    def forward_poisson(self, images: torch.Tensor, T: int) -> torch.Tensor:
-        """Images ``[B, 1, 28, 28]`` (uint8 grey levels or floats in [0, 1]) -> output spikes ``[T, B, 10]``."""
-        linear = self.layer[1]
-        if not self.dense and has_fast_kernels() and linear.weight.device.type == "cpu":
-            return self.layer[2](poisson_linear(images, linear.weight, T))
-        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images
-        return self.forward(self.encoder.encode_sequence(x, T))
-
-    def firing_rate(self, images: torch.Tensor, T: int) -> torch.Tensor:
-        return self.forward_poisson(images, T).mean(0)
+SNN = LIFFCNet  # the example's historical name for the network
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -80,23 +53,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def _check_args(args) -> None:
-    for name in ("T", "b"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"-{name} must be >= 1, got {getattr(args, name)}")
-    if args.epochs < 0:
-        raise SystemExit(f"-epochs must be >= 0, got {args.epochs}")
-    if args.lr <= 0:
-        raise SystemExit(f"-lr must be > 0, got {args.lr}")
+    check_positive(args, "T", "b")
     if args.tau <= 1:
         raise SystemExit(f"-tau must be > 1 (the LIF decay is 1/tau), got {args.tau}")
-
-
-def load_mnist(data_dir, train_limit=None, test_limit=None):
-    from spikeforge.datasets import MNIST
-
-    train_x, train_y = MNIST(data_dir, train=True).as_tensors()
-    test_x, test_y = MNIST(data_dir, train=False).as_tensors()
-    return (train_x[:train_limit], train_y[:train_limit]), (test_x[:test_limit], test_y[:test_limit])
 
 
 def run_dir(args) -> Path:
@@ -104,73 +63,46 @@ def run_dir(args) -> Path:
     return Path(args.out_dir) / name
 
 
-@torch.no_grad()
-def record_test_image(net: SNN, image: torch.Tensor, T: int, out_dir: Path):
-    """Membrane [T, 10] and spikes [T, 10] of the output layer for one image; saved as .npy."""
-    import numpy as np
-
-    net.eval()
-    lif = net.layer[2]
-    lif.store_v_seq = True
-    try:
-        spikes = net.forward_poisson(image.unsqueeze(0), T)[:, 0]
-        v_seq = lif.v_seq[:, 0]
-    finally:
-        lif.store_v_seq = False
-        functional.reset_net(net)
-    v_t_array, s_t_array = v_seq.float().cpu().numpy(), spikes.float().cpu().numpy()
-    np.save(out_dir / "v_t_array.npy", v_t_array)
-    np.save(out_dir / "s_t_array.npy", s_t_array)
-    return v_t_array, s_t_array
-
-
-def write_plots(out_dir: Path, v_t_array, s_t_array, label: int, v_threshold: float) -> list[Path]:
-    """spikes.png, membrane.png and curves.png; empty list (with a note) when matplotlib is missing."""
-    try:
-        from spikeforge import visualizing
-    except ImportError as e:
-        print(f"plots skipped: {e}")
-        return []
-    try:
-        return visualizing.save_run_plots(out_dir, v_t_array, s_t_array, label=label, v_threshold=v_threshold)
-    except ImportError as e:
-        print(f"plots skipped: {e}")
-        return []
-
-
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
-    from spikeforge import training
     from spikeforge.datasets import DatasetFileError
+    from spikeforge.training import Trainer
+    from spikeforge.training.data import load_split_tensors
 
     args = (parser or build_parser()).parse_args(argv)
     _check_args(args)
-    print(args)
-    device = training.setup_run(args)
-    net = SNN(tau=args.tau, dense=args.dense).to(device)
-    print(net)
+    device = setup_run(args)
+    main_rank = distributed.is_main_process()
+    if main_rank:
+        print(args)
+    net = LIFFCNet(tau=args.tau, dense=args.dense).to(device)
+    if main_rank:
+        print(net)
     try:
-        train_data, test_data = load_mnist(args.data_dir, args.train_limit, args.test_limit)
+        train_data, test_data = load_split_tensors("mnist", args.data_dir, args.train_limit, args.test_limit)
     except DatasetFileError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    optimizer = training.make_optimizer(net, args)
     out_dir = run_dir(args)
-    training.save_args(args, out_dir)
-    exit_code = training.fit_or_exit_code(
-        net=net, forward=lambda images: net.firing_rate(images, args.T), optimizer=optimizer,
-        train_data=train_data, test_data=test_data, batch_size=args.b, epochs=args.epochs,
-        out_dir=out_dir, device=device, amp=args.amp, resume=args.resume,
-        header=f"{args}\n{out_dir}", progress=not args.no_progress)
-    if exit_code is not None:
-        return exit_code
-    image, label = test_data[0][0].to(device), int(test_data[1][0])
-    v_t_array, s_t_array = record_test_image(net, image, args.T, out_dir)
-    print(f"Firing rate: {s_t_array.mean(0)}")
-    if not args.no_plots:
-        written = write_plots(out_dir, v_t_array, s_t_array, label, net.layer[2].v_threshold)
-        if written:
-            print("plots: " + ", ".join(str(p) for p in written))
-    return 0
+    trainer = Trainer(net, make_optimizer(net, args), forward=lambda model, images: model.firing_rate(images, args.T),
+                      amp=args.amp, device=device, batch_size=args.b, clip_grad_norm=args.clip_grad,
+                      sync_bn=args.sync_bn, out_dir=out_dir, args=args, header=f"{args}\n{out_dir}",
+                      progress=not args.no_progress)
+    try:
+        exit_code = run_fit(trainer, train_data, test_data, epochs=args.epochs, resume=args.resume)
+        if exit_code is not None or not trainer.is_main:
+            return exit_code or 0
+        image, label = test_data[0][0].to(device), int(test_data[1][0])
+        v_t_array, s_t_array = plots.record_output(
+            net, net.output_neuron, lambda: net.forward_poisson(image.unsqueeze(0), args.T))
+        plots.save_output_arrays(out_dir, v_t_array, s_t_array)
+        print(f"Firing rate: {s_t_array.mean(0)}")
+        if not args.no_plots:
+            written = plots.write_run_plots(out_dir, v_t_array, s_t_array, label, net.output_neuron.v_threshold)
+            if written:
+                print("plots: " + ", ".join(str(p) for p in written))
+        return 0
+    finally:
+        distributed.cleanup()
 
 
 if __name__ == "__main__":
