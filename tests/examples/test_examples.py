@@ -1,19 +1,19 @@
-"""The training examples, the training utilities behind them, and ``spikeforge demo`` (short runs)."""
+"""The training examples on the engine, the conversion examples, and ``spikeforge demo`` (short runs)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from spikeforge import training
 from spikeforge.examples import conv_fashion_mnist, lif_fc_mnist
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 SJ_FLAGS = ["-T", "-device", "-b", "-epochs", "-j", "-data-dir", "-out-dir", "-resume", "-amp", "-opt",
             "-momentum", "-lr"]
 
@@ -70,65 +70,6 @@ def test_fused_and_dense_paths_train_alike(tmp_path):
     assert min(accs) > 0.5 and abs(accs[0] - accs[1]) < 0.1
 
 
-def _tiny_fit(out_dir, epochs, resume=None, interrupt_at=None):
-    """A deterministic 2-layer fit on random data; optionally raise KeyboardInterrupt at call N."""
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(123)
-    x = torch.randint(0, 256, (192, 1, 28, 28), dtype=torch.uint8, generator=gen)
-    y = torch.randint(0, 10, (192,), generator=gen)
-    net = lif_fc_mnist.SNN(tau=2.0)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-    calls = {"n": 0}
-
-    def forward(images):
-        calls["n"] += 1
-        if interrupt_at is not None and calls["n"] == interrupt_at:
-            raise KeyboardInterrupt
-        return net.firing_rate(images, 6)
-
-    return training.fit_classifier(net=net, forward=forward, optimizer=optimizer, train_data=(x[:128], y[:128]),
-                                   test_data=(x[128:], y[128:]), batch_size=32, epochs=epochs, out_dir=out_dir,
-                                   resume=resume, progress=False, tensorboard=False, log=lambda s: None)
-
-
-def test_resume_after_interrupt_continues_the_same_curve(tmp_path):
-    straight = _tiny_fit(tmp_path / "a", epochs=3)
-    # Ctrl-C in the middle of epoch 1 (calls: 4 train + 2 test per epoch)
-    with pytest.raises(KeyboardInterrupt):
-        _tiny_fit(tmp_path / "b", epochs=3, interrupt_at=6 + 3)
-    latest = tmp_path / "b" / "checkpoint_latest.pth"
-    assert training.load_checkpoint(latest)["epoch"] == 0
-    resumed = _tiny_fit(tmp_path / "b", epochs=3, resume=latest)
-    assert [r["epoch"] for r in resumed] == [1, 2]
-    for a, b in zip(straight[1:], resumed):
-        assert _without_speed(a) == _without_speed(b)
-    assert [r["epoch"] for r in _metrics(tmp_path / "b")] == [0, 1, 2]  # one curve, no repeats
-
-
-def test_interrupt_in_first_epoch_leaves_a_resumable_checkpoint(tmp_path):
-    with pytest.raises(KeyboardInterrupt):
-        _tiny_fit(tmp_path, epochs=2, interrupt_at=2)
-    state = training.load_checkpoint(tmp_path / "checkpoint_latest.pth")
-    assert state["epoch"] == -1
-    resumed = _tiny_fit(tmp_path, epochs=2, resume=tmp_path / "checkpoint_latest.pth")
-    straight = _tiny_fit(tmp_path / "ref", epochs=2)
-    assert [_without_speed(r) for r in resumed] == [_without_speed(r) for r in straight]
-
-
-def test_checkpoint_atomic_save_and_clear_errors(tmp_path):
-    path = training.save_checkpoint({"w": torch.arange(3)}, tmp_path / "c.pth")
-    assert torch.equal(training.load_checkpoint(path)["w"], torch.arange(3))
-    assert [p.name for p in tmp_path.iterdir()] == ["c.pth"]  # no temp file left
-    with pytest.raises(training.CheckpointError, match="does not exist"):
-        training.load_checkpoint(tmp_path / "missing.pth")
-    path.write_bytes(path.read_bytes()[:40])
-    with pytest.raises(training.CheckpointError, match="truncated or corrupt"):
-        training.load_checkpoint(path)
-    training.save_checkpoint({"w": 1}, path)
-    with pytest.raises(training.CheckpointError, match="lacks"):
-        training.load_checkpoint(path, required=("net",))
-
-
 def test_main_reports_corrupt_resume_file(tmp_path, capsys):
     bad = tmp_path / "checkpoint_latest.pth"
     bad.write_bytes(b"not a checkpoint")
@@ -136,14 +77,6 @@ def test_main_reports_corrupt_resume_file(tmp_path, capsys):
             "--no-progress", "-resume", str(bad)]
     assert lif_fc_mnist.main(argv) == 2
     assert str(bad) in capsys.readouterr().err
-
-
-def test_rng_state_round_trip():
-    state = training.get_rng_state()
-    a = (torch.rand(3), np.random.rand(3), __import__("random").random())
-    training.set_rng_state(state)
-    b = (torch.rand(3), np.random.rand(3), __import__("random").random())
-    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
 
 
 def test_conv_fashion_mnist_short_run(tmp_path):
@@ -180,3 +113,46 @@ def test_amp_bf16_run(tmp_path, dense):
     assert lif_fc_mnist.main(argv) == 0
     record = _metrics(tmp_path / "T4_b32_adam_lr0.001_amp")[0]
     assert np.isfinite(record["train_loss"]) and 0.0 <= record["test_acc"] <= 1.0
+
+
+def test_no_example_or_benchmark_imports_an_example():
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    files = sorted((root / "spikeforge" / "examples").glob("*.py")) + sorted((root / "bench").glob("*.py"))
+    assert len(files) > 8
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+                assert node.level == 0, f"{path.name}: relative import"
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not any(n.startswith("spikeforge.examples") for n in names), f"{path.name} imports {names}"
+
+
+def test_lif_fc_mnist_under_torchrun_writes_one_set_of_outputs(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.is_file() and shutil.which("torchrun") is None:
+        pytest.skip("torchrun not installed next to the interpreter")
+    command = [str(torchrun) if torchrun.is_file() else "torchrun", "--standalone", "--nproc_per_node=2", "-m",
+               "spikeforge.examples.lif_fc_mnist", "-T", "4", "-b", "16", "-epochs", "1", "-out-dir", str(tmp_path),
+               "--train-limit", "512", "--test-limit", "256", "--seed", "0", "--no-progress", "--no-plots", "--dense"]
+    # --dense and the reference kernel: plain torch, so the two workers spend no time compiling numba kernels
+    env = {**os.environ, "SPIKEFORGE_BACKEND": "reference"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("epoch =0, train_loss =") == 1  # rank 0 prints, rank 1 does not
+    run_dir = tmp_path / "T4_b16_adam_lr0.001"
+    records = _metrics(run_dir)
+    assert [r["epoch"] for r in records] == [0] and 0.0 <= records[0]["test_acc"] <= 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["T4_b16_adam_lr0.001"]
+    written = {p.name for p in run_dir.iterdir()}
+    assert {"args.txt", "checkpoint_latest.pth", "metrics.jsonl", "v_t_array.npy"} <= written
+    assert training.load_checkpoint(run_dir / "checkpoint_latest.pth")["world_size"] == 2
