@@ -18,7 +18,7 @@ from .modules import (
 )
 from .observe import ActivationObserver
 from .result import ConvertedSNN
-from .trace import UnsupportedNodeError, trace
+from .tracing import UnsupportedNodeError, trace
 
 __all__ = [
     "Converter",

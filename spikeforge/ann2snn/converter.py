@@ -2,7 +2,7 @@
 
 Pipeline (Diehl et al. 2015; Rueckauer et al. 2017):
 
-1. trace the ANN with ``torch.fx`` (:mod:`.trace`) and check every node against the list of operations that keep
+1. trace the ANN with ``torch.fx`` (:mod:`.tracing`) and check every node against the list of operations that keep
    their meaning when applied to time-averaged signals (:mod:`.ops`: linear/affine maps, pooling, additions,
    concatenation, reshapes); anything else raises :class:`UnsupportedNodeError` naming the node and where it sits;
 2. fold each BatchNorm into the Conv/Linear before it (:mod:`.fold`), ``W' = W g/sqrt(var+eps)``,
@@ -35,7 +35,7 @@ from .modules import ConversionIFNode, IFActivation, MembraneReadout, SpikingMax
 from .observe import ActivationObserver, _check_momentum, parse_mode
 from .ops import _classify, _pool_module_from_call
 from .result import ConvertedSNN
-from .trace import (
+from .tracing import (
     UnsupportedNodeError,  # noqa: F401  (importable from here before the split)
     _block_name,
     _call_sites,

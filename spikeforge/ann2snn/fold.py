@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from .modules import ChannelAffine
 from .ops import _BN_MODULES, _FOLDABLE_INTO
-from .trace import UnsupportedNodeError, _call_sites, _unique_name
+from .tracing import UnsupportedNodeError, _call_sites, _unique_name
 
 __all__ = ["bn_affine", "fold_conv_bn", "fold_batchnorm"]
 

@@ -11,7 +11,7 @@ import torch.nn as nn
 from .. import functional as SF
 from .modules import IFActivation, TimeBroadcast, _SeqBlock, _StaticEntry
 from .ops import _is_size_value
-from .trace import _unique_name
+from .tracing import _unique_name
 
 __all__ = ["ConvertedSNN"]
 

@@ -6,7 +6,7 @@ import torch.nn as nn
 
 import spikeforge.ann2snn as ann2snn
 from spikeforge.ann2snn import UnsupportedNodeError, trace
-from spikeforge.ann2snn.trace import _describe, _place
+from spikeforge.ann2snn.tracing import _describe, _place
 
 
 class _Sigmoid(nn.Module):
@@ -52,8 +52,8 @@ def test_unsupported_node_error_says_where_the_node_sits():
 
 
 def test_public_trace_is_the_function_not_the_module():
-    # spikeforge/ann2snn/trace.py shares its name with the public function; the package exports the function.
-    assert ann2snn.trace is trace and callable(trace) and trace.__module__ == "spikeforge.ann2snn.trace"
+    # the module is tracing.py, so spikeforge.ann2snn.trace is unambiguously the function
+    assert ann2snn.trace is trace and callable(trace) and trace.__module__ == "spikeforge.ann2snn.tracing"
 
 
 def test_a_graph_of_torch_modules_points_at_the_container_not_at_fx():
