@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("spikeforge.examples.demo", "train a spiking MLP on the bundled MNIST and write spike plots"),
     "classify": ("spikeforge.models.cli", "classify images with a zoo model (top-k ImageNet classes)"),
     "profile": ("spikeforge.models.cli", "count a zoo model's parameters and multiply-accumulates"),
+    "energy": ("spikeforge.energy.cli", "write the energy card (MAC/AC estimate per layer) of a network on real data"),
 }
 
 

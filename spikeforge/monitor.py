@@ -153,3 +153,65 @@ def firing_rates(output_monitor: OutputMonitor) -> dict[str, float]:
 
 
 __all__ = ["BaseMonitor", "OutputMonitor", "InputMonitor", "AttributeMonitor", "firing_rates"]
+
+
+# ------------------------------------------------------------------------------ per-layer views of the records
+def layer_records_as_sequence(monitor: BaseMonitor, layer_name: str, step_mode: str | None = None,
+                              record: int = -1) -> torch.Tensor:
+    """The records of one layer as one time-first sequence ``[T, N, ...]``.
+
+    ``step_mode='m'``: each record is a whole sequence ``[T, N, ...]``; record number ``record`` is returned
+    (default: the last one). ``step_mode='s'``: each record is one step ``[N, ...]``; all records are stacked
+    along a new time axis. ``None`` guesses: one record with at least 3 dimensions is a multi-step record,
+    anything else is single-step.
+    """
+    records = monitor[layer_name]
+    if not records:
+        raise ValueError(f"layer {layer_name!r} has no records yet: run the network with the monitor attached")
+    if not all(isinstance(r, torch.Tensor) for r in records):
+        raise TypeError(f"the records of {layer_name!r} are not tensors (a function_on_output changed them?)")
+    if step_mode is None:
+        step_mode = "m" if len(records) == 1 and records[0].dim() >= 3 else "s"
+    if step_mode == "m":
+        try:
+            seq = records[record]
+        except IndexError:
+            raise IndexError(f"layer {layer_name!r} has {len(records)} record(s), no record {record}") from None
+        if seq.dim() < 2:
+            raise ValueError(f"a multi-step record is [T, N, ...], got shape {tuple(seq.shape)}")
+        return seq
+    if step_mode != "s":
+        raise ValueError(f"step_mode must be 's', 'm' or None, got {step_mode!r}")
+    shapes = {tuple(r.shape) for r in records}
+    if len(shapes) != 1:
+        raise ValueError(f"the single-step records of {layer_name!r} have different shapes {sorted(shapes)}; "
+                         "clear the monitor between sequences (monitor.clear_recorded_data())")
+    return torch.stack(records)
+
+
+def spike_raster(monitor: BaseMonitor, layer_name: str, sample: int = 0, step_mode: str | None = None,
+                 record: int = -1) -> torch.Tensor:
+    """One sample's recorded output of one layer as a ``[T, M]`` float tensor (M = its neurons, flattened).
+
+    See :func:`layer_records_as_sequence` for ``step_mode`` and ``record``.
+    """
+    seq = layer_records_as_sequence(monitor, layer_name, step_mode, record)
+    if seq.dim() < 2:
+        raise ValueError(f"records of {layer_name!r} have no batch dimension (shape {tuple(seq.shape)})")
+    if not -seq.shape[1] <= sample < seq.shape[1]:
+        raise IndexError(f"sample {sample} is out of range: the records of {layer_name!r} hold {seq.shape[1]}")
+    return seq[:, sample].reshape(seq.shape[0], -1).float()
+
+
+def layer_firing_rates(monitor: BaseMonitor) -> dict[str, float]:
+    """Mean of each monitored layer's records that hold only 0 and 1 (its firing rate); layers whose records
+    hold other values (graded outputs) are left out."""
+    rates = {}
+    for name in monitor.monitored_layers:
+        records = [r for r in monitor[name] if isinstance(r, torch.Tensor)]
+        if records and all(bool(((r == 0) | (r == 1)).all()) for r in records):
+            rates[name] = sum(float(r.float().sum()) for r in records) / sum(r.numel() for r in records)
+    return rates
+
+
+__all__ += ["layer_records_as_sequence", "spike_raster", "layer_firing_rates"]

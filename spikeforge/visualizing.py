@@ -245,3 +245,81 @@ def _save(fig, path: Path, plt) -> Path:
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+# -------------------------------------------------------------------------------- monitor-based plots
+def plot_firing_rates(rates: dict, title: str = "firing rate per layer", ax=None, xlabel: str = "spikes / step",
+                      missing_label: str = "n/a", figsize: tuple[float, float] | None = None, dpi: int = 120):
+    """Horizontal bars of ``rates`` (``{layer name: firing rate}``, e.g. :func:`spikeforge.monitor.firing_rates`
+    or ``EnergyReport.input_rates``), one row per layer in the dict's order, each labelled with its value.
+    A ``None`` or NaN rate is drawn as an empty row labelled ``missing_label``. Draws into ``ax`` when given.
+    Returns ``(fig, ax)``."""
+    if not isinstance(rates, dict) or not rates:
+        raise ValueError("rates must be a non-empty dict {layer name: firing rate}")
+    names = [str(k) for k in rates]
+    values = []
+    for name, value in rates.items():
+        value = float("nan") if value is None else float(value)
+        if value == value and value < 0:
+            raise ValueError(f"firing rate of {name!r} is negative ({value})")
+        values.append(value)
+    plt = _pyplot()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize or (8, max(2.5, 0.4 * len(names) + 1.2)), dpi=dpi)
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels(names)
+        ax.invert_yaxis()
+    else:
+        fig = ax.figure
+    finite = [v for v in values if v == v]
+    top = max(finite + [0.0])
+    ax.barh(range(len(names)), [v if v == v else 0.0 for v in values], color="tab:blue", height=0.7)
+    for i, v in enumerate(values):
+        ax.text(v if v == v else 0.0, i, f" {v:.3f}" if v == v else f" {missing_label}", va="center", fontsize=8,
+                color="black" if v == v else "gray")
+    ax.set_xlim(0, max(top * 1.35, 0.05))
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return fig, ax
+
+
+def plot_layer_raster(monitor, layer_name: str, sample: int = 0, step_mode: str | None = None,
+                      max_neurons: int | None = None, title: str | None = None,
+                      figsize: tuple[float, float] = (10, 6), dpi: int = 120):
+    """Spike raster of one monitored layer for one sample (from a :class:`spikeforge.monitor.OutputMonitor`):
+    a mark per spike (time step, neuron), and below it the layer's population firing rate per step.
+    ``max_neurons`` keeps the first neurons only (flattened order). Returns ``(fig, (ax_raster, ax_rate))``."""
+    from .monitor import spike_raster
+
+    raster = _as_array(spike_raster(monitor, layer_name, sample, step_mode), "raster", 2)
+    if not np.isin(raster, (0, 1)).all():
+        raise ValueError(f"the records of {layer_name!r} are not spikes (values other than 0 and 1): "
+                         "plot them with plot_2d_heatmap instead")
+    total_neurons = raster.shape[1]
+    if max_neurons is not None:
+        if max_neurons < 1:
+            raise ValueError(f"max_neurons must be >= 1, got {max_neurons}")
+        raster = raster[:, :max_neurons]
+    plt = _pyplot()
+    T, M = raster.shape
+    fig, (ax, ax_rate) = plt.subplots(2, 1, figsize=figsize, dpi=dpi, sharex=True,
+                                      gridspec_kw={"height_ratios": [4, 1]})
+    t_idx, n_idx = np.nonzero(raster)
+    ax.scatter(t_idx, n_idx, marker="|", s=max(4.0, min(200.0, 3000.0 / max(M, 1))), linewidths=1.0,
+               color="black")
+    ax.set_xlim(-0.5, T - 0.5)
+    ax.set_ylim(M - 0.5, -0.5)
+    shown = f"{M} of {total_neurons}" if M < total_neurons else f"{M}"
+    ax.set_ylabel(f"neuron ({shown})")
+    about = " of the neurons shown" if M < total_neurons else ""
+    ax.set_title(title or f"spikes of {layer_name}, sample {sample} (firing rate {raster.mean():.3f}{about})")
+    _integer_ticks(ax.yaxis, True)
+    ax_rate.plot(np.arange(T), raster.mean(axis=1), marker="." if T <= 64 else None, color="tab:blue")
+    ax_rate.set_ylim(0, max(0.05, float(raster.mean(axis=1).max()) * 1.2))
+    ax_rate.set_ylabel("rate")
+    ax_rate.set_xlabel("time step t")
+    _integer_ticks(ax_rate.xaxis, True)
+    return fig, (ax, ax_rate)
+
+
+__all__ += ["plot_firing_rates", "plot_layer_raster"]
