@@ -39,6 +39,11 @@ from .spec import (
 check_tau = check_time_constant
 
 
+def check_backend(backend: str | None, name: str = "backend") -> str | None:
+    """Validate a neuron ``backend`` name ('auto', 'reference', 'cpu', 'triton'; SpikingJelly's 'torch'/'cupy')."""
+    return _kernels.check_backend(backend, name)
+
+
 # --------------------------------------------------------------------------------------------- validation
 def check_sequence(x_seq: torch.Tensor, name: str = "x_seq") -> torch.Tensor:
     if not isinstance(x_seq, torch.Tensor):
@@ -235,7 +240,7 @@ def set_backend(net: nn.Module, backend: str | None) -> None:
     Every neuron family uses the same backend names, so this reaches IF/LIF/PLIF, STBP's LIFSpike, the ANN→SNN
     conversion IF neuron and SNN-MLP's group LIF alike. A neuron is a module that exposes ``spec``.
     """
-    backend = _kernels.check_backend(backend)
+    backend = check_backend(backend)
     for module in net.modules():
         if isinstance(getattr(module, "spec", None), NeuronSpec):
             module.backend = backend
@@ -277,6 +282,7 @@ __all__ = [
     "check_threshold",
     "check_reset",
     "check_tau",
+    "check_backend",
     "check_retention",
     "if_multi_step",
     "lif_multi_step",

@@ -6,7 +6,6 @@ import torch
 
 from .. import functional as F
 from ..base import MemoryModule
-from ..kernels import check_backend
 from ..spec import NeuronSpec, conversion_if_spec
 
 
@@ -44,7 +43,7 @@ class ConversionIFNode(MemoryModule):
                  signed: bool = False, emit_threshold: bool = False, step_mode: str = "s",
                  backend: str | None = "auto"):
         super().__init__(step_mode)
-        self.backend = check_backend(backend)
+        self.backend = F.check_backend(backend)
         threshold = torch.as_tensor(v_threshold, dtype=torch.float32).clone()
         if not bool((threshold > 0).all()) or not bool(torch.isfinite(threshold).all()):
             raise ValueError(f"v_threshold must be finite and > 0, got {v_threshold!r}")

@@ -18,7 +18,6 @@ import torch.nn as nn
 from .. import functional as F
 from .. import surrogate
 from ..base import MemoryModule, StepModule
-from ..kernels import check_backend
 from ..spec import (
     NeuronSpec,
     SurrogateKind,
@@ -62,7 +61,7 @@ class BaseNode(MemoryModule):
         self.v_reset = check_reset(v_reset)
         self.surrogate_function = surrogate_function
         self.detach_reset = bool(detach_reset)
-        self.backend = check_backend(backend)
+        self.backend = F.check_backend(backend)
         self.store_v_seq = bool(store_v_seq)
         self._spec_cache: tuple | None = None
         self.register_memory("v", 0.0 if v_reset is None else float(v_reset))
@@ -230,7 +229,7 @@ class LIFSpike(nn.Module):
         self.tau = check_retention(tau)
         self.v_th = check_threshold(v_th, "v_th")
         self.time_dim = int(time_dim)
-        self.backend = check_backend(backend)
+        self.backend = F.check_backend(backend)
         self._spec_cache: tuple | None = None
         self.spec  # noqa: B018 - validate now
 

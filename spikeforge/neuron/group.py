@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from .. import functional as F
-from ..kernels import check_backend
 from ..spec import GroupOptions, NeuronSpec, check_retention, check_threshold, group_lif_spec
 
 
@@ -35,7 +34,7 @@ class GroupLIF(nn.Module):
         init_tau, init_vth = check_retention(init_tau, "init_tau"), check_threshold(init_vth, "init_vth")
         self.tau = init_tau if fix_tau else nn.Parameter(torch.tensor([init_tau]))
         self.Vth = init_vth if fix_vth else nn.Parameter(torch.tensor([init_vth]))
-        self.backend = check_backend(backend)
+        self.backend = F.check_backend(backend)
         self._kernel_spec = group_lif_spec(init_tau, init_vth, lif, dim, not fix_tau, not fix_vth)
 
     @property

@@ -166,3 +166,36 @@ def test_custom_op_registration_passes_opcheck():
     torch.library.opcheck(torch.ops.spikeforge.neuron_multi_step.default, args)
     args = (x, v0, None, lif_spec(3.0, v_reset=None).key, False, "cpu")
     torch.library.opcheck(torch.ops.spikeforge.neuron_multi_step.default, args)
+
+
+def test_only_functional_calls_into_the_kernels():
+    """One road: module → functional → dispatch → kernel. No other spikeforge module imports spikeforge.kernels."""
+    import ast
+    from pathlib import Path
+
+    import spikeforge
+
+    root = Path(spikeforge.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).as_posix()
+        # fused_encoding is the documented specialisation outside the boundary (Poisson encoder fused with the
+        # Linear that reads it); it shares the numba helpers, not the neuron kernels
+        if rel.startswith("kernels/") or rel in ("functional.py", "fused_encoding.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                depth = rel.count("/") + 1  # '..' from a sub-package reaches the package root
+                if node.level == 0 and module.startswith("spikeforge.kernels"):
+                    names.append(module)
+                elif node.level > 0 and node.level <= depth:
+                    base = rel.split("/")[: -node.level]
+                    target = ".".join([*base, *module.split(".")]) if module else ".".join(base)
+                    if target.startswith("kernels") or (not module and any(a.name == "kernels" for a in node.names)):
+                        names.append(target or "kernels")
+            elif isinstance(node, ast.Import):
+                names += [a.name for a in node.names if a.name.startswith("spikeforge.kernels")]
+            offenders += [f"{rel}: {name}" for name in names]
+    assert offenders == []
