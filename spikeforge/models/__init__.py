@@ -24,6 +24,7 @@ from ._registry import get_pretrained_cfg, is_model, list_models, model_entrypoi
 from ._weights import WeightsHashError, WeightsMismatchError, load_checkpoint, load_weights
 from .profile import ModelProfile, profile_model
 from .snnmlp import SNNMLP, GroupLIF, group_lif, snnmlp_b, snnmlp_s, snnmlp_t
+from .stbp import stbp_cifarnet, stbp_mnistnet, stbp_resnet18  # noqa: F401 - registers the STBP models
 
 __all__ = [
     "register_model",

@@ -145,10 +145,27 @@ def _snnmlp(name: str, file_name: str, top1: float) -> PretrainedCfg:
                          notes=_SNNMLP_NOTE.format(top1), **_SNNMLP)
 
 
+# STBP-train-and-compression (ZLkanyo009): facts in ../shared/specs/reference_models.md, C4/C6. No weights are
+# hosted (checkpoints stay in the git-ignored ./ckpt/); top-1 is the README's fp32 figure at T=2, None if none.
+_STBP = dict(
+    url=None, sha256=None, num_classes=10, crop_pct=1.0, interpolation="bilinear", license=None,
+    paper_name="Spatio-Temporal Backpropagation for Training High-performance Spiking Neural Networks (STBP); "
+               "tdBN: Going Deeper With Directly-Trained Larger Spiking Neural Networks (AAAI 2021)",
+    paper_ids="arXiv:1706.02609, arXiv:2011.05280",
+    origin_url="https://github.com/ZLkanyo009/STBP-train-and-compression",
+    notes="Published figures are best-epoch test accuracies of older code (Adam, Vth 0.2); see the facts file, C4.",
+)
+_MNIST_NORM = dict(input_size=(1, 28, 28), mean=(0.1307,), std=(0.3081,), dataset="mnist")
+_CIFAR_NORM = dict(input_size=(3, 32, 32), mean=(0.4914, 0.4822, 0.4465), std=(0.247, 0.243, 0.261),
+                   dataset="cifar10")
+
 _CFGS = [
     _snnmlp("snnmlp_t", "snnmlp_tiny_81.88.pt", 81.88),
     _snnmlp("snnmlp_s", "snnmlp_small_83.30.pt", 83.30),
     _snnmlp("snnmlp_b", "snnmlp_base_83.59.pt", 83.59),
+    PretrainedCfg(architecture="stbp_mnistnet", classifier="fc2", top1=97.96, **_MNIST_NORM, **_STBP),
+    PretrainedCfg(architecture="stbp_cifarnet", classifier="fc3", top1=None, **_CIFAR_NORM, **_STBP),
+    PretrainedCfg(architecture="stbp_resnet18", classifier="fc2", top1=84.40, **_CIFAR_NORM, **_STBP),
 ]
 
 #: registered name -> its pretrained configuration (read-only).
