@@ -5,6 +5,7 @@ sums, and give either a ``torch.utils.data.Dataset`` (``train=``, ``transform=``
 ``as_tensors()``, the whole split as two tensors, which is what the fast training loops use.
 """
 
+from .cifar10 import CIFAR10
 from .mnist import MNIST, DatasetFileError, FashionMNIST, read_idx
 
-__all__ = ["MNIST", "FashionMNIST", "DatasetFileError", "read_idx"]
+__all__ = ["MNIST", "FashionMNIST", "CIFAR10", "DatasetFileError", "read_idx"]
