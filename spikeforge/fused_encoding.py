@@ -33,6 +33,8 @@ import sys
 
 import torch
 
+from .kernels.cpu import compile_call
+
 try:  # numba is optional (extra "fast"); the torch fallback keeps everything working without it
     import numba
     import numpy as np
@@ -93,6 +95,9 @@ def _check_T(T: int) -> int:
 
 
 if numba is not None:
+    # cache=True, or no cache where no cache directory is writable (see kernels/_cpu_jit.py for where it goes)
+    from .kernels._cpu_jit import cached_njit
+
     _GAMMA = np.uint64(0x9E3779B97F4A7C15)
     _M1 = np.uint64(0xBF58476D1CE4E5B9)
     _M2 = np.uint64(0x94D049BB133111EB)
@@ -110,7 +115,7 @@ if numba is not None:
         z = (z ^ (z >> _S27)) * _M2
         return z ^ (z >> _S31)
 
-    @numba.njit(cache=True, nogil=True)
+    @cached_njit(nogil=True)
     def _compact(x, scale, always_at):
         """The non-zero inputs of all samples, sample after sample (a ragged layout).
 
@@ -140,7 +145,7 @@ if numba is not None:
                     r += 1
         return columns, thresholds, row_start
 
-    @numba.njit(cache=True, nogil=True, fastmath=True)
+    @cached_njit(nogil=True, fastmath=True)
     def _fire_kernel(thresholds, row_start, T, seed, flags):
         """flags[r, t] = 1 if row r (a non-zero input of some sample) fires at step t; the padding steps
         t >= T (flags.shape[1] rounds T up to whole vectors) are 0."""
@@ -161,7 +166,7 @@ if numba is not None:
                 for t in range(T, padded):  # also clears slot T that an odd T fills above
                     flags[r, t] = 0
 
-    @numba.njit(cache=True, nogil=True, fastmath=True)
+    @cached_njit(nogil=True, fastmath=True)
     def _forward_kernel(flags, columns, row_start, weight, out):
         """out[b, o, t] = sum over rows r of sample b of flags[r, t] * weight[o, columns[r]]
         (rows outer: each row of flags is read once and reused for every output while in L1)."""
@@ -177,7 +182,7 @@ if numba is not None:
                     for t in range(T):
                         out[b, o, t] += flags[r, t] * w
 
-    @numba.njit(cache=True, nogil=True, fastmath=True)
+    @cached_njit(nogil=True, fastmath=True)
     def _weight_grad_kernel(flags, columns, row_start, grad_out, grad_weight):
         """grad_weight[o, columns[r]] += sum_t flags[r, t] * grad_out[b, o, t] for the rows r of sample b."""
         B, O, T = grad_out.shape
@@ -219,10 +224,11 @@ _POOL = _BufferPool()
 
 def _fast_flags(x: torch.Tensor, T: int, seed: int, dtype):
     """Fire flags ``[rows, T rounded up to 16]`` of all non-zero inputs (see :func:`_compact`)."""
-    columns, thresholds, row_start = _compact(x.numpy(), *_scale(x))
+    # compile_call: the first call of each dtype compiles (or loads from the cache) with Ctrl-C kept working
+    columns, thresholds, row_start = compile_call(("poisson.compact", x.dtype), _compact, x.numpy(), *_scale(x))
     # Steps are padded to a multiple of 16 so the vectorised loops over t need no scalar remainder.
     flags = _POOL.get((len(columns), -(-T // 16) * 16), np.dtype(dtype))
-    _fire_kernel(thresholds, row_start, T, seed, flags)
+    compile_call(("poisson.fire", flags.dtype), _fire_kernel, thresholds, row_start, T, seed, flags)
     return flags, columns, row_start
 
 
@@ -266,7 +272,7 @@ class _PoissonLinear(torch.autograd.Function):
         weight_np = weight.detach().contiguous().numpy()
         flags, columns, row_start = _fast_flags(x, T, seed, weight_np.dtype)
         out = np.empty((x.shape[0], weight.shape[0], flags.shape[1]), weight_np.dtype)
-        _forward_kernel(flags, columns, row_start, weight_np, out)
+        compile_call(("poisson.forward", out.dtype), _forward_kernel, flags, columns, row_start, weight_np, out)
         ctx.saved = (flags, columns, row_start, weight.shape)
         return torch.from_numpy(out[:, :, :T]).permute(2, 0, 1)  # [B, O, T] -> [T, B, O]
 
@@ -280,7 +286,8 @@ class _PoissonLinear(torch.autograd.Function):
                            torch.empty(0, dtype=grad_out.dtype).numpy().dtype)
         grad_np[:, :, :T] = grad_out.permute(1, 2, 0).numpy()
         grad_weight = np.zeros(shape, grad_np.dtype)
-        _weight_grad_kernel(flags, columns, row_start, grad_np, grad_weight)
+        compile_call(("poisson.weight_grad", flags.dtype, grad_np.dtype), _weight_grad_kernel, flags, columns,
+                     row_start, grad_np, grad_weight)
         return None, torch.from_numpy(grad_weight), None, None
 
 

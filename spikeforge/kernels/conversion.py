@@ -24,6 +24,8 @@ CPU tensors that need no gradient — conversion is inference — else it hands 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..spec import NeuronSpec
@@ -35,42 +37,22 @@ _NUMBA_KERNEL = None
 def _numba_if_kernel():
     """The fused multi-step IF loop compiled by numba (None when numba is not installed).
 
-    One pass per element: read x (or the single static frame), keep v in a register, write the spike.
+    One pass per element: read x (or the single static frame), keep v in a register, write the spike. The
+    jitted loop is ``_cpu_jit.conversion_if``, at module level so that numba's on-disk cache hits in later
+    processes (see that module); its first call, which compiles it or loads it from the cache, runs inside
+    ``cpu.interrupt_guard`` so that Ctrl-C stops it.
     """
     global _NUMBA_KERNEL
     if _NUMBA_KERNEL is None:
+        from .cpu import compile_call, interrupt_guard
+
         try:
-            import numba
+            with interrupt_guard():  # imports numba
+                from ._cpu_jit import conversion_if
         except ImportError:
             _NUMBA_KERNEL = False
             return None
-
-        @numba.njit(parallel=True, cache=True, nogil=True)
-        def if_kernel(x, steps, static, v, count, theta, emit, signed, out):  # pragma: no cover - compiled
-            # Tiles of the neuron axis stay in L1 while the tile walks through time; the inner loop runs
-            # over contiguous memory for every step.
-            size = v.shape[0]
-            tile = 1024
-            for b in numba.prange((size + tile - 1) // tile):
-                lo = b * tile
-                hi = min(lo + tile, size)
-                for t in range(steps):
-                    row = 0 if static else t
-                    for m in range(lo, hi):
-                        th = theta[m]
-                        vm = v[m] + x[row, m]
-                        s = 0.0
-                        if vm >= th:
-                            s = 1.0
-                        elif signed and vm < 0.0 and count[m] > 0.0:
-                            s = -1.0
-                        vm -= s * th
-                        v[m] = vm
-                        if signed:
-                            count[m] += s
-                        out[t, m] = s * th if emit else s
-
-        _NUMBA_KERNEL = if_kernel
+        _NUMBA_KERNEL = functools.partial(compile_call, ("conversion.if",), conversion_if)
     return _NUMBA_KERNEL or None
 
 

@@ -1,12 +1,18 @@
 """Fused multi-step neuron kernel for the CPU, compiled with numba.
 
 Same equations as :mod:`spikeforge.kernels.reference` (read that docstring for them). What differs is the
-memory traffic: the neurons are cut into chunks, numba's ``prange`` hands the chunks to the threads, and each
-chunk is walked through all T steps with its membrane in a chunk-local buffer, so every input byte is read once
-and every output byte written once. The inner loops run over contiguous neurons of one time step, which lets
-LLVM vectorise them; the neuron options (reset kind, tie rule, detach_reset, surrogate id) are runtime
+memory traffic: the neurons are cut into chunks, a pool of Python threads runs the chunks (the kernels release
+the GIL), and each chunk is walked through all T steps with its membrane in a chunk-local buffer, so every input
+byte is read once and every output byte written once. The inner loops run over contiguous neurons of one time
+step, which lets LLVM vectorise them; the neuron options (reset kind, tie rule, detach_reset, surrogate id) are runtime
 arguments, so only a handful of specialisations are ever compiled (one per dtype), and ``cache=True`` keeps
-them on disk between processes.
+them on disk between processes. The jitted functions themselves live in :mod:`._cpu_jit` (why at module level,
+and where the cache goes, is said there).
+
+The first call of each specialisation compiles it (or loads it from the cache) in the calling thread, before any
+worker thread runs, inside :func:`interrupt_guard`: Ctrl-C during that compile raises KeyboardInterrupt even when
+the signal lands in one of the callbacks numba's compile runs through (ctypes callbacks of LLVM's object cache,
+weakref finalisers), which would otherwise print "Exception ignored ..." and let the program go on.
 
 What backward needs, and what is saved:
     the forward saves nothing it allocates: only the input ``x`` and the initial membrane ``v0`` (tensors that
@@ -21,10 +27,15 @@ written straight into the half-precision output as bit patterns. float64 runs in
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import importlib.util
 import logging
 import math
 import os
+import signal
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -46,203 +57,105 @@ _ONE_BITS = {torch.float16: 0x3C00, torch.bfloat16: 0x3F80}
 
 _state: dict[str, object] = {"kernels": None, "error": None}
 
+# Keys (kernel, argument dtypes) of the specialisations this process has compiled or loaded already.
+_compiled: set = set()
+
 
 def numba_installed() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
 def _build_kernels():
-    """Compile (or load from numba's cache) the forward and backward kernels; returns (forward, backward)."""
-    import numba
-    from numba import njit
-    from numba.extending import overload
+    """Import the jitted forward and backward kernels (numba compiles them, or loads them from its on-disk cache,
+    on their first call with new argument types); returns (forward, backward).
 
-    def fast_exp(x):  # pragma: no cover - replaced by the overload below inside numba
-        return math.exp(x)
+    They live at module level in :mod:`._cpu_jit` (imported only here, so numba stays an optional extra):
+    defined inside this function they were closures, whose cache key changes in every process.
+    """
+    from . import _cpu_jit
 
-    @overload(fast_exp, inline="always")
-    def _fast_exp_impl(x):
-        if isinstance(x, numba.types.Float) and x.bitwidth == 32:
-            # Cephes-style expf: x = n·ln2 + r, |r| ≤ ln2/2, e^r by a degree-6 polynomial, 2^n by building the
-            # float's exponent bits. Pure arithmetic, so LLVM vectorises it (libm's expf is a scalar call).
-            def impl(x):
-                x = min(max(x, np.float32(-87.33654)), np.float32(88.72283))
-                n = np.floor(x * np.float32(1.44269504) + np.float32(0.5))
-                r = x - n * np.float32(0.693359375)
-                r = r - n * np.float32(-2.12194440e-4)
-                p = np.float32(1.9875691500e-4)
-                p = p * r + np.float32(1.3981999507e-3)
-                p = p * r + np.float32(8.3334519073e-3)
-                p = p * r + np.float32(4.1665795894e-2)
-                p = p * r + np.float32(1.6666665459e-1)
-                p = p * r + np.float32(5.0000001201e-1)
-                p = p * (r * r) + r + np.float32(1.0)
-                # n + 127 lies in [1, 254] after the clamp: a normal float's biased exponent.
-                scale = np.int32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32)
-                return p * scale
-            return impl
-        return lambda x: math.exp(x)
+    return _cpu_jit.forward, _cpu_jit.backward
 
-    @njit(inline="always", error_model="numpy")
-    def charge(v, x, decay, v_r, leaky, decay_input):
-        # Operation order matches the reference exactly, so spikes agree bit for bit.
-        if not leaky:
-            return v + x
-        if decay_input:
-            return v + (x - (v - v_r)) * decay
-        return v - (v - v_r) * decay + x
 
-    @njit(inline="always", error_model="numpy")
-    def fires(h, vth, fire_on_tie):
-        return (h > vth) | (fire_on_tie & (h == vth))
+@contextlib.contextmanager
+def interrupt_guard():
+    """Let Ctrl-C stop a numba compile run inside this block (in the main thread; elsewhere it does nothing).
 
-    @njit(inline="always", error_model="numpy")
-    def reset(h, s, one, vth, v_r, hard):
-        if hard:
-            return h * (one - s) + v_r * s
-        return h - vth * s
+    Python runs a signal handler at the next bytecode after the signal, and during a compile that is often
+    Python code called back from C (llvmlite's object-cache hooks are ctypes callbacks, run by LLVM right after
+    it has emitted the machine code; weakref finalisers run from the garbage collector). An exception raised
+    there cannot propagate: CPython hands it to ``sys.unraisablehook`` ("Exception ignored on calling ctypes
+    callback function") and carries on, so the compile finished and the program went on.
 
-    @njit(inline="always", error_model="numpy")
-    def reset_grad(h, sg, one, vth, v_r, hard, fire_on_tie, detach_reset):
-        """∂V_t/∂H_t, with the surrogate path through the reset unless detach_reset (reference order)."""
-        if hard:
-            g = (one - one) if fires(h, vth, fire_on_tie) else one
-            if not detach_reset:
-                g = g + (v_r - h) * sg
-            return g
-        if detach_reset:
-            return one
-        return one - vth * sg
+    While the block runs, the SIGINT handler in place is wrapped (called as before, not replaced) to remember
+    the exception it raised. If that very exception reaches the unraisable hook, it is not printed but
+    delivered again ~10 ms later (``_thread.interrupt_main`` from a timer thread), when the interpreter is back
+    in ordinary code; and if the block ends although the handler raised, that exception is raised at the end.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield  # signals go to the main thread only; SIG_IGN / SIG_DFL are left to the OS
+        return
+    # exc: raised by the handler and not seen leaving the block; in_hook: on_unraisable is re-arming it
+    pending: dict[str, object] = {"exc": None, "in_hook": False, "timer": None}
 
-    @njit(inline="always", error_model="numpy")
-    def surrogate_inplace(sid, sp, z, n, one):
-        """Replace z[:n] (= H − V_th) by σ'(z); one loop per surrogate so each loop vectorises.
+    def on_sigint(signum, frame):
+        if pending["in_hook"]:
+            return  # another Ctrl-C while the first is being re-armed: that re-delivery stands for both
+        try:
+            previous(signum, frame)
+        except BaseException as exc:
+            pending["exc"] = exc
+            raise
 
-        ``sp`` holds the constants the reference forms from (p0, p1) in double precision before they meet the
-        tensor: [p0, p1, π/2·p0, p0/√π, 1/p0, p0², 0.5/p0, p0/2, 1/(2·p0)].
-        """
-        # Constants in locals: loads from ``sp`` inside the loops could alias ``z`` and block vectorisation.
-        p0, p1, c_atan, c_erf, inv_p0, p0_sq, rect_half, half_p0, leaky_in = (
-            sp[0], sp[1], sp[2], sp[3], sp[4], sp[5], sp[6], sp[7], sp[8])
-        zero = one - one
-        if sid == 0:  # Sigmoid: p0·s·(1 − s), s = σ(p0·z)
-            for i in range(n):
-                s = one / (one + fast_exp(-(p0 * z[i])))
-                z[i] = p0 * s * (one - s)
-        elif sid == 1:  # ATan: (p0/2) / (1 + (π/2·p0·z)²)
-            for i in range(n):
-                u = c_atan * z[i]
-                z[i] = half_p0 / (one + u * u)
-        elif sid == 2:  # PiecewiseQuadratic: p0 − p0²|z| inside |z| ≤ 1/p0
-            for i in range(n):
-                a = abs(z[i])
-                z[i] = zero if a > inv_p0 else p0 - p0_sq * a
-        elif sid == 3:  # PiecewiseExp: (p0/2)·exp(−p0|z|)
-            for i in range(n):
-                z[i] = half_p0 * fast_exp(-(p0 * abs(z[i])))
-        elif sid == 4:  # SoftSign: p0 / (2(1 + p0|z|)²)
-            for i in range(n):
-                u = one + p0 * abs(z[i])
-                z[i] = p0 / ((one + one) * (u * u))
-        elif sid == 5:  # SuperSpike: p0 / (1 + |z|)²
-            for i in range(n):
-                u = one + abs(z[i])
-                z[i] = p0 / (u * u)
-        elif sid == 6:  # Erf: (p0/√π)·exp(−(p0·z)²)
-            for i in range(n):
-                u = p0 * z[i]
-                z[i] = c_erf * fast_exp(-(u * u))
-        elif sid == 7:  # Rect: p0 inside |z| < 0.5/p0
-            for i in range(n):
-                z[i] = p0 if abs(z[i]) < rect_half else zero
-        else:  # PiecewiseLeakyReLU: 1/(2w) inside |z| < w, c outside (w = p0, c = p1)
-            for i in range(n):
-                z[i] = leaky_in if abs(z[i]) < p0 else p1
+    previous_hook = sys.unraisablehook
 
-    @njit(cache=True, nogil=True, error_model="numpy")
-    def forward(x, v0, spike, one_bits, v_last, v_seq, store_v_seq, one, decay, v_r, vth, leaky, decay_input,
-                hard, fire_on_tie, chunk, begin, end):
-        """Neurons [begin, end) of x [T, M] → spike [T, M] (0 / one_bits), v_last [M], v_seq [T, M] if asked."""
-        T = x.shape[0]
-        zero = one - one
-        zero_bits = one_bits - one_bits
-        for lo in range(begin, end, chunk):
-            n = min(chunk, end - lo)
-            v = v0[lo:lo + n].copy()
-            for t in range(T):
-                # Row slices (not x[t, lo + i]) let LLVM see unit-stride, non-negative indices and vectorise.
-                xt = x[t, lo:lo + n]
-                st = spike[t, lo:lo + n]
-                for i in range(n):
-                    h = charge(v[i], xt[i], decay, v_r, leaky, decay_input)
-                    fired = fires(h, vth, fire_on_tie)
-                    st[i] = one_bits if fired else zero_bits
-                    v[i] = reset(h, one if fired else zero, one, vth, v_r, hard)
-                if store_v_seq:
-                    v_seq[t, lo:lo + n] = v
-            v_last[lo:lo + n] = v
+    def on_unraisable(unraisable):
+        if pending["exc"] is None or unraisable.exc_value is not pending["exc"]:
+            previous_hook(unraisable)
+            return
+        pending["in_hook"] = True
+        try:
+            timer = threading.Timer(0.01, _thread.interrupt_main, (signal.SIGINT,))
+            timer.daemon = True
+            timer.start()
+            pending["timer"] = timer
+        finally:
+            pending["in_hook"] = False
 
-    @njit(cache=True, nogil=True, error_model="numpy")
-    def backward(x, v0, grad_spike, gs_stride, grad_v_last, grad_v_seq, gvs_stride, grad_x, grad_v0,
-                 need_decay_grad, one, decay, v_r, vth, leaky, decay_input, hard, fire_on_tie, detach_reset, sid, sp,
-                 chunk, begin, end):
-        """Recompute H of a chunk into grad_x's rows, then run the reverse-time recursion of the reference.
+    signal.signal(signal.SIGINT, on_sigint)
+    sys.unraisablehook = on_unraisable
+    try:
+        yield
+    finally:
+        try:
+            timer = pending["timer"]
+            if timer is not None:  # a re-delivery on its way lands here (under on_sigint) or not at all
+                timer.cancel()
+                timer.join()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            sys.unraisablehook = previous_hook
+    if pending["exc"] is not None:  # the block finished although the handler raised inside it
+        raise pending["exc"]
 
-        Works on neurons [begin, end); returns this range's share of the decay gradient. ``grad_spike`` /
-        ``grad_v_seq`` are [T, M], or one row of zeros read with stride 0 when autograd gave none.
-        """
-        T = x.shape[0]
-        zero = one - one
-        scale_input_grad = decay_input and leaky
-        gd = 0.0
-        for lo in range(begin, end, chunk):
-            n = min(chunk, end - lo)
-            v = v0[lo:lo + n].copy()
-            for t in range(T):
-                xt = x[t, lo:lo + n]
-                ht = grad_x[t, lo:lo + n]
-                for i in range(n):
-                    h = charge(v[i], xt[i], decay, v_r, leaky, decay_input)
-                    ht[i] = h
-                    v[i] = reset(h, one if fires(h, vth, fire_on_tie) else zero, one, vth, v_r, hard)
-            gv = grad_v_last[lo:lo + n].copy()
-            sg = np.empty_like(gv)
-            for t in range(T - 1, -1, -1):
-                ht = grad_x[t, lo:lo + n]
-                gvs = grad_v_seq[t * gvs_stride, lo:lo + n]
-                gs = grad_spike[t * gs_stride, lo:lo + n]
-                for i in range(n):
-                    gv[i] = gv[i] + gvs[i]
-                    sg[i] = ht[i] - vth
-                surrogate_inplace(sid, sp, sg, n, one)
-                if need_decay_grad:
-                    # V_{t−1} − V_r (and X_t) enter the decay gradient; H_{t−1} is still in row t − 1.
-                    xt = x[t, lo:lo + n]
-                    hp = grad_x[max(t - 1, 0), lo:lo + n]
-                    for i in range(n):
-                        if t > 0:
-                            v_prev = reset(hp[i], one if fires(hp[i], vth, fire_on_tie) else zero, one, vth, v_r, hard)
-                        else:
-                            v_prev = v0[lo + i]
-                        gh = gs[i] * sg[i] + gv[i] * reset_grad(ht[i], sg[i], one, vth, v_r, hard, fire_on_tie,
-                                                               detach_reset)
-                        x_term = xt[i] if decay_input else zero
-                        gd += gh * (x_term - (v_prev - v_r))
-                for i in range(n):
-                    gh = gs[i] * sg[i] + gv[i] * reset_grad(ht[i], sg[i], one, vth, v_r, hard, fire_on_tie,
-                                                           detach_reset)
-                    ht[i] = gh * decay if scale_input_grad else gh
-                    gv[i] = gh - gh * decay
-            grad_v0[lo:lo + n] = gv
-        return gd
 
-    return forward, backward
+def compile_call(key, kernel, *args):
+    """``kernel(*args)``; the first time ``key`` (naming the kernel and its argument types) is seen, inside
+    :func:`interrupt_guard`, since that call compiles the kernel or loads it from numba's cache."""
+    if key in _compiled:
+        return kernel(*args)
+    with interrupt_guard():
+        result = kernel(*args)
+    _compiled.add(key)
+    return result
 
 
 def _kernels():
     if _state["kernels"] is None and _state["error"] is None:
         try:
-            _state["kernels"] = _build_kernels()
+            with interrupt_guard():  # imports numba and registers the kernels (no compile yet)
+                _state["kernels"] = _build_kernels()
         except Exception as exc:  # numba missing or broken: the reference takes over
             _state["error"] = f"{type(exc).__name__}: {exc}"
             logger.warning("spikeforge: fused CPU neuron kernel unavailable (%s); using the reference kernel",
@@ -271,13 +184,17 @@ def _pool() -> ThreadPoolExecutor:
     return pool
 
 
-def _run_split(kernel, args: tuple, T: int, M: int) -> list:
+def _run_split(kernel, args: tuple, T: int, M: int, key) -> list:
     """Call ``kernel(*args, chunk, begin, end)`` over neuron ranges covering [0, M), on torch's thread count.
 
     The kernels release the GIL, so plain Python threads run them in parallel. There are a few more ranges
     than threads, so a thread slowed down by another process on the same core does not hold the others up.
+    A ``key`` not seen before is first compiled here, in the calling thread, by a call over the empty range
+    [0, 0) (no work, so the split and the results are those of every later call).
     """
     chunk = _chunk_size(T)
+    if key not in _compiled:
+        compile_call(key, kernel, *args, chunk, 0, 0)
     threads = max(1, torch.get_num_threads())
     if threads == 1 or T * M < _PARALLEL_MIN_ELEMENTS:
         return [kernel(*args, chunk, 0, M)]
@@ -347,7 +264,7 @@ class CpuKernel:
         try:
             args = (xn, _np(v_init), _np(spike_view), one_bits, _np(v_last), _np(v_seq), bool(store_v_seq), one,
                     d, v_r, vth, spec.leaky, spec.decay_input, spec.v_reset is not None, spec.fire_on_tie)
-            _run_split(kernels[0], args, T, M)
+            _run_split(kernels[0], args, T, M, ("cpu.forward", xn.dtype, spike_view.dtype))
         except Exception as exc:
             _mark_broken(exc)
             return _reference_forward(x_seq, v0, decay, spec, store_v_seq)
@@ -377,7 +294,7 @@ class CpuKernel:
                     int(grad_v_seq is not None), _np(grad_x), _np(grad_v0), bool(need_decay_grad), one, d, v_r, vth,
                     spec.leaky, spec.decay_input, spec.v_reset is not None, spec.fire_on_tie, spec.detach_reset,
                     int(spec.surrogate_id), _surrogate_constants(spec, xn.dtype))
-            partials = _run_split(kernels[1], args, T, M)
+            partials = _run_split(kernels[1], args, T, M, ("cpu.backward", xn.dtype))
         except Exception as exc:
             _mark_broken(exc)
             return _reference_backward(saved, grad_spike, grad_v_last, grad_v_seq, decay, spec, need_decay_grad)
