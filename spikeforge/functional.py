@@ -8,7 +8,7 @@ returns the new state with the output:
 * :func:`neuron_multi_step` — any charge-fire-reset spec (IF / LIF / PLIF / STBP LIF);
   :func:`if_multi_step`, :func:`lif_multi_step`, :func:`plif_multi_step` build the spec from keywords;
 * :func:`conversion_if_multi_step` — the ANN→SNN IF neuron;
-* :func:`group_lif` — SNN-MLP's group LIF.
+* :func:`group_lif` — SNN-MLP's group LIF (:func:`group_lif_tensors`: the same with plain arguments, for TorchScript).
 """
 
 from __future__ import annotations
@@ -202,6 +202,13 @@ def group_lif(x: torch.Tensor, tau, v_th, spec: NeuronSpec, backend: str | None 
         return x
     kernel = _kernels.select_kernel(x.device, backend, spec)
     return kernel.run(x, tau, v_th, spec)
+
+
+def group_lif_tensors(x: torch.Tensor, tau: torch.Tensor, v_th: torch.Tensor, lif: int, dim: int) -> torch.Tensor:
+    """:func:`group_lif` with the spec as plain arguments, in the TorchScript subset (what a scripted
+    :class:`~spikeforge.neuron.GroupLIF` calls): ``tau``/``v_th`` tensors, group size ``lif`` (``-1``: identity)
+    and axis ``dim``. The group-LIF family has one kernel, the reference, whose implementation this runs."""
+    return _kernels.group.group_lif_tensors(x, tau, v_th, lif, dim)
 
 
 # ------------------------------------------------------------------------------------ network helpers

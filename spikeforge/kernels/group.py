@@ -22,6 +22,12 @@ which is exactly the autograd of the forward written with a detached mask. Contr
 
 There is one kernel, ``reference`` (plain PyTorch, any device): with autograd it runs the differentiable form,
 without it the same equations in place (inference). The recurrence runs in at least float32.
+
+:func:`group_lif_tensors` is the same implementation with the spec spelled out as plain arguments
+(``tau``/``v_th`` tensors, ``group_size``, ``dim``), written in the TorchScript subset: it is what a scripted
+:class:`~spikeforge.neuron.GroupLIF` runs (reached through :func:`spikeforge.functional.group_lif_tensors`).
+The reference kernel's ``run`` only reads the spec and calls the same :func:`_group_lif` core, so the equations
+exist once.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ import torch
 
 from ..spec import NeuronSpec
 
+# Everything below the reference kernel's ``run`` is written in the TorchScript subset (annotated, no spec, no
+# Python-only constructs), so a scripted model compiles the very functions eager mode runs.
+#
 # Both implementations select with float masks and clamps instead of boolean ``where``: boolean selects are
 # several times slower than arithmetic on CPU, and these forms stay exact for every finite or infinite input:
 #   y       = max(u, V_th) * s + V_th * (1 - s)      (= u if fired, V_th otherwise)
@@ -38,20 +47,21 @@ from ..spec import NeuronSpec
 # which is multiplied by s (u > V_th), and clamp(max=V_th) passes it to u where u <= V_th, i.e. exactly 1 - s.
 
 
-def _steps_first(x, dim, n_groups, lif, compute_dtype):
+def _steps_first(x: torch.Tensor, dim: int, n_groups: int, lif: int, compute_dtype: torch.dtype) -> torch.Tensor:
     """The grouped part of ``x`` as a contiguous ``[lif, ...]`` tensor: step ``j`` of every group is ``[j]``.
 
     Elementwise ops on contiguous steps are several times faster than on the stride-``lif`` views of the
     original layout, which pays for this one copy (it also does the float32 upcast)."""
-    grouped = x.narrow(dim, 0, n_groups * lif).unflatten(dim, (n_groups, lif)).movedim(dim + 1, 0)
+    grouped = x.narrow(dim, 0, n_groups * lif).unflatten(dim, [n_groups, lif]).movedim(dim + 1, 0)
     return grouped.to(compute_dtype, memory_format=torch.contiguous_format, copy=True)
 
 
-def _group_lif_autograd(x, tau, v_th, lif, dim, n_groups, compute_dtype):
+def _group_lif_autograd(x: torch.Tensor, tau: torch.Tensor, v_th: torch.Tensor, lif: int, dim: int, n_groups: int,
+                        compute_dtype: torch.dtype) -> torch.Tensor:
     length, grouped_len = x.shape[dim], n_groups * lif
     steps = _steps_first(x, dim, n_groups, lif, compute_dtype)
-    outputs = []
-    carried = None  # o_j: the membrane handed to step j, already zeroed where step j-1 fired
+    outputs: list[torch.Tensor] = []
+    carried: torch.Tensor | None = None  # o_j: the membrane handed to step j, already zeroed where j-1 fired
     for j in range(lif):
         u = steps[j] if carried is None else torch.addcmul(steps[j], carried, tau)
         rest = torch.le(u.detach(), v_th.detach()).to(compute_dtype)  # 1 - s_j, a constant for autograd
@@ -64,7 +74,8 @@ def _group_lif_autograd(x, tau, v_th, lif, dim, n_groups, compute_dtype):
     return torch.cat([y, x.narrow(dim, grouped_len, length - grouped_len)], dim)
 
 
-def _group_lif_inplace(x, tau, v_th, lif, dim, n_groups, compute_dtype):
+def _group_lif_inplace(x: torch.Tensor, tau: torch.Tensor, v_th: torch.Tensor, lif: int, dim: int, n_groups: int,
+                       compute_dtype: torch.dtype) -> torch.Tensor:
     # Inference: update the contiguous steps in place, then scatter them back next to the untouched tails.
     steps = _steps_first(x, dim, n_groups, lif, compute_dtype)
     rest, carried = torch.empty_like(steps[0]), torch.empty_like(steps[0])
@@ -78,10 +89,36 @@ def _group_lif_inplace(x, tau, v_th, lif, dim, n_groups, compute_dtype):
         u.clamp_(min=v_th)
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     grouped_len, length = n_groups * lif, x.shape[dim]
-    out.narrow(dim, 0, grouped_len).unflatten(dim, (n_groups, lif)).movedim(dim + 1, 0).copy_(steps)
+    out.narrow(dim, 0, grouped_len).unflatten(dim, [n_groups, lif]).movedim(dim + 1, 0).copy_(steps)
     if grouped_len < length:
         out.narrow(dim, grouped_len, length - grouped_len).copy_(x.narrow(dim, grouped_len, length - grouped_len))
     return out
+
+
+def _group_lif(x: torch.Tensor, tau: torch.Tensor, v_th: torch.Tensor, lif: int, dim: int,
+               compute_dtype: torch.dtype) -> torch.Tensor:
+    """The one implementation behind :meth:`GroupLIFReferenceKernel.run` and :func:`group_lif_tensors`."""
+    if not -x.dim() <= dim < x.dim():
+        raise ValueError(f"dim={dim} is out of range for an input of rank {x.dim()}")
+    dim = dim % x.dim()
+    n_groups = x.shape[dim] // lif if lif > 0 else 0
+    if n_groups == 0:
+        return x
+    tau = tau.to(device=x.device, dtype=compute_dtype)
+    v_th = v_th.to(device=x.device, dtype=compute_dtype)
+    if torch.is_grad_enabled() and (x.requires_grad or tau.requires_grad or v_th.requires_grad):
+        return _group_lif_autograd(x, tau, v_th, lif, dim, n_groups, compute_dtype)
+    return _group_lif_inplace(x, tau, v_th, lif, dim, n_groups, compute_dtype)
+
+
+def group_lif_tensors(x: torch.Tensor, tau: torch.Tensor, v_th: torch.Tensor, lif: int, dim: int) -> torch.Tensor:
+    """The group LIF with its spec as plain arguments (TorchScript-compatible; ``lif=-1`` is the identity).
+
+    The membrane precision is the family's state dtype rule, ``StateDtype.FLOAT32_OR_64`` (float64 stays float64,
+    every other floating input runs in float32), written here as a type promotion because a scripted function
+    cannot read the spec.
+    """
+    return _group_lif(x, tau, v_th, lif, dim, torch.promote_types(x.dtype, torch.float32))
 
 
 class GroupLIFReferenceKernel:
@@ -95,19 +132,9 @@ class GroupLIFReferenceKernel:
 
     @staticmethod
     def run(x: torch.Tensor, tau, v_th, spec: NeuronSpec) -> torch.Tensor:
-        lif, dim = spec.group.group_size, spec.group.dim
-        if not -x.dim() <= dim < x.dim():
-            raise ValueError(f"dim={dim} is out of range for an input of rank {x.dim()}")
-        dim = dim % x.dim()
-        n_groups = x.shape[dim] // lif if lif > 0 else 0
-        if n_groups == 0:
-            return x
         compute_dtype = spec.state_dtype_for(x.dtype)
-        tau = torch.as_tensor(tau, device=x.device).to(compute_dtype)
-        v_th = torch.as_tensor(v_th, device=x.device).to(compute_dtype)
-        if torch.is_grad_enabled() and (x.requires_grad or tau.requires_grad or v_th.requires_grad):
-            return _group_lif_autograd(x, tau, v_th, lif, dim, n_groups, compute_dtype)
-        return _group_lif_inplace(x, tau, v_th, lif, dim, n_groups, compute_dtype)
+        return _group_lif(x, torch.as_tensor(tau), torch.as_tensor(v_th), spec.group.group_size, spec.group.dim,
+                          compute_dtype)
 
 
-__all__ = ["GroupLIFReferenceKernel"]
+__all__ = ["GroupLIFReferenceKernel", "group_lif_tensors"]

@@ -30,11 +30,11 @@ def drop_path(x: torch.Tensor, p: float = 0.0, training: bool = False,
     the others by ``1 / (1 - p)``, so the expectation is ``x``. Outside training, or with ``p == 0``, ``x`` itself
     is returned. ``generator`` draws the per-sample keep mask (default: the global generator)."""
     if not 0.0 <= p < 1.0:
-        raise ValueError(f"drop path probability must be in [0, 1), got {p!r}")
+        raise ValueError(f"drop path probability must be in [0, 1), got {p}")
     if p == 0.0 or not training:
         return x
     keep = 1.0 - p
-    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep, generator=generator)
+    mask = x.new_empty([x.shape[0]] + [1] * (x.dim() - 1)).bernoulli_(keep, generator=generator)
     return x * mask.div_(keep)
 
 
@@ -109,7 +109,7 @@ class PatchMerging(nn.Module):
         self.norm = norm_layer(4 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2] % 2 or x.shape[-1] % 2:
-            raise ValueError(f"PatchMerging needs even H and W, got {tuple(x.shape[-2:])}")
+        if x.shape[-2] % 2 != 0 or x.shape[-1] % 2 != 0:
+            raise ValueError(f"PatchMerging needs even H and W, got {list(x.shape[-2:])}")
         x = torch.cat([x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]], 1)
         return self.reduction(self.norm(x))

@@ -109,12 +109,17 @@ class BasicLayer(nn.Module):
         self.downsample = PatchMerging(dim, norm_layer) if downsample else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            if self.use_checkpoint and torch.is_grad_enabled():
-                x = activation_checkpoint.checkpoint(block, x, use_reentrant=False)
+        for i, block in enumerate(self.blocks):
+            # TorchScript has no activation checkpointing: a scripted stage runs its blocks plainly (same values)
+            if self.use_checkpoint and torch.is_grad_enabled() and not torch.jit.is_scripting():
+                x = self._checkpointed(i, x)
             else:
                 x = block(x)
         return x if self.downsample is None else self.downsample(x)
+
+    @torch.jit.unused
+    def _checkpointed(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return activation_checkpoint.checkpoint(self.blocks[index], x, use_reentrant=False)
 
 
 class SNNMLP(nn.Module):
@@ -193,7 +198,7 @@ class SNNMLP(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features ``[N, num_features]``."""
         if x.dim() != 4:
-            raise ValueError(f"SNNMLP expects images of shape [N, C, H, W], got {tuple(x.shape)}")
+            raise ValueError(f"SNNMLP expects images of shape [N, C, H, W], got {list(x.shape)}")
         x = self.pos_drop(self.patch_embed(x))
         for layer in self.layers:
             x = layer(x)

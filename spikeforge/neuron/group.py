@@ -21,7 +21,15 @@ class GroupLIF(nn.Module):
         init_tau, init_vth: initial values (training used 0.25 and 0.1).
         dim: 2 scans H ("vertical"), 3 scans W ("horizontal").
         backend: the neuron backend name (only ``'reference'`` exists for this family).
+
+    Under ``torch.jit.script`` the module calls :func:`spikeforge.functional.group_lif_tensors` (the reference
+    kernel with ``lif``, ``dim``, ``tau`` and ``Vth`` as arguments; TorchScript cannot hold the spec); eager,
+    ``torch.export`` and ``torch.compile`` select the kernel through the spec.
     """
+
+    # the spec is Python data; a scripted module reads lif, dim, tau and Vth instead
+    __jit_unused_properties__ = ["spec"]
+    __jit_ignored_attributes__ = ["_kernel_spec"]
 
     def __init__(self, lif: int = 4, fix_tau: bool = False, fix_vth: bool = False, init_tau: float = 0.25,
                  init_vth: float = 0.1, dim: int = 2, backend: str | None = None):
@@ -47,7 +55,15 @@ class GroupLIF(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
-            raise ValueError(f"GroupLIF expects x of shape [N, C, H, W], got {tuple(x.shape)}")
+            raise ValueError(f"GroupLIF expects x of shape [N, C, H, W], got {list(x.shape)}")
+        if torch.jit.is_scripting():
+            # TorchScript cannot carry the spec: the same kernel with tau, V_th, group size and axis as arguments
+            return F.group_lif_tensors(x, torch.as_tensor(self.tau), torch.as_tensor(self.Vth), self.lif, self.dim)
+        return self._run_kernel(x)
+
+    @torch.jit.unused
+    def _run_kernel(self, x: torch.Tensor) -> torch.Tensor:
+        # eager, torch.export and torch.compile: the kernel is selected through the spec and the backend
         return F.group_lif(x, self.tau, self.Vth, self._kernel_spec, self.backend)
 
     def extra_repr(self) -> str:
