@@ -129,6 +129,11 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Modul
 class STBPNet(nn.Module):
     """Common part of the STBP models: direct coding, rate readout, per-instance neuron parameters."""
 
+    # torch.export and torch.compile work (the fused LIF is a custom op); TorchScript cannot compile the
+    # charge-fire-reset kernel road (an autograd.Function / custom op dispatch chosen from the spec)
+    export_unsupported = {"script": "LIFSpike runs the fused kernels through spikeforge.functional, which "
+                                    "TorchScript cannot compile; use torch.export or torch.compile"}
+
     def __init__(self, num_classes: int, steps: int, v_th: float, tau: float, backend: str | None = None):
         super().__init__()
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
