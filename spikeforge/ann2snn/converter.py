@@ -29,6 +29,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..errors import check_device, check_float
 from ..neuron import IFNode
 from .fold import fold_batchnorm
 from .modules import ConversionIFNode, IFActivation, MembraneReadout, SpikingMaxPool
@@ -96,6 +97,12 @@ class Converter:
                              "use neuron='fused'")
         if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
             raise ValueError(f"max_batches must be None or a positive int, got {max_batches!r}")
+        if not hasattr(dataloader, "__iter__"):
+            raise TypeError(f"dataloader must be an iterable of batches (a DataLoader, a list of tensors ...), got "
+                            f"{type(dataloader).__name__}")
+        check_float(eps, "eps", positive=True)
+        if device is not None:
+            device = check_device(device, "device")
         self.dataloader = dataloader
         self.mode = mode
         self.fuse_flag = bool(fuse_flag)

@@ -6,20 +6,29 @@ line an unsupported operation was traced from, next to the node's inputs and use
 
 from __future__ import annotations
 
+import linecache
 import os
+import traceback
 import types
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
-__all__ = ["UnsupportedNodeError", "trace"]
+from ..errors import UserError
+
+__all__ = ["UnsupportedNodeError", "ModelTraceError", "trace"]
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _FX_DIR = os.path.dirname(fx.__file__) + os.sep
+_OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
-class UnsupportedNodeError(NotImplementedError):
+class ModelTraceError(UserError, fx.proxy.TraceError):
+    """``torch.fx`` cannot trace the ANN; the message names the model's source line and how to fix it."""
+
+
+class UnsupportedNodeError(UserError, NotImplementedError):
     """Raised when a traced ANN contains an operation with no rate-coded equivalent."""
 
     def __init__(self, node: fx.Node, reason: str):
@@ -35,10 +44,46 @@ class _Tracer(fx.Tracer):
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
-    """Symbolically trace ``model`` (keeping the stack trace of every node for error messages)."""
+    """Symbolically trace ``model`` (keeping the stack trace of every node for error messages).
+
+    When ``torch.fx`` cannot trace it (Python control flow on tensor values, ``len()`` of a tensor, a call that
+    does not accept a proxy ...) :class:`ModelTraceError` names the line of the model's own code where tracing
+    stopped and says how to make it traceable.
+    """
     tracer = _Tracer()
-    graph = tracer.trace(model)
+    try:
+        graph = tracer.trace(model)
+    except (fx.proxy.TraceError, TypeError, RuntimeError, ValueError, AttributeError, IndexError,
+            NotImplementedError) as error:
+        raise ModelTraceError(_trace_failure(model, error)) from error
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def _user_frame(error: BaseException) -> traceback.FrameSummary | None:
+    """The innermost frame of the traceback in the model's own code (outside torch and this package)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    own = [f for f in frames if not f.filename.startswith((_TORCH_DIR, _OWN_DIR)) and not f.filename.startswith("<")]
+    return own[-1] if own else None
+
+
+def _trace_failure(model: nn.Module, error: BaseException) -> str:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    frame = _user_frame(error)
+    if frame is not None:
+        code = (frame.line or linecache.getline(frame.filename, frame.lineno)).strip()
+        where = f" at {frame.filename}:{frame.lineno}, in {frame.name}: `{code}`"
+    else:
+        where = ""
+    proxy_problem = isinstance(error, fx.proxy.TraceError) or "Proxy" in reason or "symbolic" in reason
+    hint = ("torch.fx runs forward() on symbolic values, so Python control flow on tensor values (if/while on a "
+            "tensor, bool(), len() or iterating a tensor, int(x.sum()) ...) cannot be traced. Make that line "
+            "independent of the tensor's values (torch.where, shapes or module attributes instead), or keep the "
+            "code out of the trace: move it into a module-level function and call torch.fx.wrap('that_function') "
+            "once at the top of its module (it is then recorded as one call, not traced into; the converter "
+            "then judges that call like any other operation)" if proxy_problem else
+            "the model's forward() raised this while being traced with torch.fx; check that it runs on a real "
+            "input, then that line")
+    return f"cannot trace {type(model).__name__} with torch.fx: {type(error).__name__}: {reason}{where}. {hint}"
 
 
 # ------------------------------------------------------------------------------------------ diagnostics

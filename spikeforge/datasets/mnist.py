@@ -16,6 +16,7 @@ import struct
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,12 +24,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UserError
+
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 _IDX_UINT8 = 0x08
 _CACHE: dict[tuple[str, float, int], np.ndarray] = {}
 
 
-class DatasetFileError(FileNotFoundError):
+class DatasetFileError(UserError, FileNotFoundError):
     """A data file is missing, unreadable or fails its md5 check. The message says where to put it."""
 
 
@@ -43,7 +46,10 @@ def _md5(path: Path) -> str:
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Parse a (gzip'd or plain) IDX file of unsigned bytes into a read-only numpy array."""
     path = Path(path)
-    stat = path.stat()
+    try:
+        stat = path.stat()
+    except OSError as e:
+        raise DatasetFileError(f"{path}: cannot be read ({e.strerror or e})") from None
     key = (str(path.resolve()), stat.st_mtime, stat.st_size)
     if key in _CACHE:
         return _CACHE[key]
@@ -51,14 +57,17 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as e:
-        raise DatasetFileError(f"{path}: cannot be read as {'gzip' if opener is gzip.open else 'IDX'} ({e})") from e
+    except (OSError, EOFError, zlib.error) as e:
+        raise DatasetFileError(f"{path}: cannot be read as {'gzip' if opener is gzip.open else 'IDX'} ({e}); the "
+                               f"file is truncated or corrupt, delete it and fetch it again") from None
     if len(raw) < 4:
         raise DatasetFileError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype_code != _IDX_UINT8:
         raise DatasetFileError(f"{path}: not an unsigned-byte IDX file (magic {raw[:4].hex()})")
     header_len = 4 + 4 * ndim
+    if len(raw) < header_len:
+        raise DatasetFileError(f"{path}: truncated IDX header ({len(raw)} bytes, {ndim} dimensions need {header_len})")
     shape = struct.unpack(f">{ndim}i", raw[4:header_len])
     expected = int(np.prod(shape)) if shape else 0
     if len(raw) - header_len != expected:
@@ -108,10 +117,12 @@ class MNIST(Dataset):
         download: bool = False,
         verify: bool = True,
     ) -> None:
-        if not isinstance(train, bool):
-            raise TypeError(f"train must be True or False, got {train!r}")
-        if transform is not None and not callable(transform):
-            raise TypeError(f"transform must be callable or None, got {type(transform).__name__}")
+        for flag, value in (("train", train), ("download", download), ("verify", verify)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be True or False, got {value!r}")
+        for flag, value in (("transform", transform), ("target_transform", target_transform)):
+            if value is not None and not callable(value):
+                raise TypeError(f"{flag} must be callable or None, got {type(value).__name__}")
         self.root = self._resolve_root(root)
         self.train = train
         self.transform = transform
@@ -144,6 +155,9 @@ class MNIST(Dataset):
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(f"root must be a path or None, got {type(root).__name__}")
         base = Path(root).expanduser()
+        if base.exists() and not base.is_dir():
+            raise DatasetFileError(f"{cls.name}: root {base} is a file; pass the folder holding "
+                                   f"{', '.join(cls.files)}")
         first = next(iter(cls.files))
         for candidate in (base, base / cls.name / "raw", base / "raw"):
             if (candidate / first).exists():

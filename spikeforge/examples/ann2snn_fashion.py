@@ -11,6 +11,7 @@ conversion (residual additions through ``torch.fx``); the max-pooling one the sp
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from spikeforge import ann2snn
 from spikeforge.ann2snn.tutorial_nets import FASHION_MODELS, ann_accuracy, format_accuracy_table, train_ann
+from spikeforge.errors import UsageError, UserError
+from spikeforge.models import load_weights
 from spikeforge.training import load_checkpoint, save_checkpoint
 
 DEFAULT_T = (16, 32, 64)
@@ -31,8 +34,27 @@ CONFIGS = {
 MODELS = FASHION_MODELS
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _check_args(args) -> None:
+    """Every argument checked before any work (:class:`~spikeforge.errors.UsageError` naming the flag)."""
+    from spikeforge.errors import check_existing, check_float, check_int, check_writable_dir
+
+    check_int(args.epochs, "--epochs", minimum=1)
+    check_int(args.batch_size, "--batch-size", minimum=1)
+    check_float(args.lr, "--lr", positive=True)
+    for t in args.T:
+        check_int(t, "--T", minimum=1)
+    check_int(args.calib_batches, "--calib-batches", minimum=1)
+    check_int(args.test_limit, "--test-limit", minimum=1, allow_none=True)
+    if args.data is not None:
+        check_existing(args.data, "--data", kind="dir")
+    if args.weights_dir is not None:
+        check_writable_dir(args.weights_dir, "--weights-dir")
+
+
+def run(argv=None) -> dict:
+    """The example's work; returns ``{model: {"ann": accuracy, "snn": {row: {T: accuracy}}}}``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     prog="python -m spikeforge.examples.ann2snn_fashion")
     parser.add_argument("--data", default=None, help="folder with the Fashion-MNIST .gz files "
                                                      "(default: ../shared/data/fashion-mnist)")
     parser.add_argument("--weights-dir", default=None, help="cache of trained ANN weights (<model>.pt)")
@@ -45,7 +67,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--configs", nargs="+", default=["99.9%", "99.9% +half+signed"], choices=list(CONFIGS))
     parser.add_argument("--calib-batches", type=int, default=100, help="training batches of 100 to calibrate on")
     parser.add_argument("--test-limit", type=int, default=None)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = parser.parse_args(argv)
+    _check_args(args)
 
     from spikeforge.datasets import FashionMNIST
 
@@ -61,7 +85,11 @@ def main(argv=None) -> dict:
         model = MODELS[name]()
         path = Path(args.weights_dir) / f"fashion_{name}.pt" if args.weights_dir else None
         if path is not None and path.is_file():
-            model.load_state_dict(load_checkpoint(path))
+            try:
+                load_weights(model, load_checkpoint(path))
+            except UserError as error:
+                raise UsageError(f"--weights-dir: {str(error).removeprefix('pretrained: ')}; delete {path} to "
+                                 f"train the model again") from None
             print(f"loaded {path}")
         else:
             print(f"training {name} for {args.epochs} epochs", flush=True)
@@ -83,5 +111,16 @@ def main(argv=None) -> dict:
     return results
 
 
+def main(argv=None) -> int:
+    """Run the example as a command: errors in one line (``--debug`` for the traceback), an exit status."""
+    from spikeforge.errors import run_cli
+
+    def command(arguments) -> int:
+        run(arguments)
+        return 0
+
+    return run_cli(command, sys.argv[1:] if argv is None else list(argv), prog="ann2snn_fashion")
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -34,17 +36,54 @@ OPTION_SETS = {
 
 
 def parse_mode(text: str):
-    """'max', '99.9%' or a fraction written '1/2' or '0.5'."""
+    """'max', '99.9%' or a fraction written '1/2' or '0.5' (``ValueError`` for anything else)."""
     if text.lower() == "max" or text.endswith("%"):
         return text
     if "/" in text:
-        num, den = text.split("/")
+        num, den = text.split("/", 1)
         return float(num) / float(den)
     return float(text)
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _check_args(args) -> None:
+    """Every argument checked before any work (:class:`~spikeforge.errors.UsageError` naming the flag)."""
+    from spikeforge.ann2snn.observe import parse_mode as check_mode
+    from spikeforge.errors import UsageError, UserError, check_existing, check_float, check_int, check_writable_dir
+
+    check_int(args.epochs, "--epochs", minimum=1)
+    check_int(args.batch_size, "--batch-size", minimum=1)
+    check_float(args.lr, "--lr", positive=True)
+    for t in args.T:
+        check_int(t, "--T", minimum=1)
+    check_int(args.calib_batches, "--calib-batches", minimum=1, allow_none=True)
+    check_int(args.test_limit, "--test-limit", minimum=1, allow_none=True)
+    for flag, texts in (("--modes", args.modes), ("--options-mode", [args.options_mode])):
+        for text in texts:
+            try:
+                check_mode(parse_mode(text))
+            except (ValueError, ZeroDivisionError) as error:
+                raise UsageError(f"{flag} {text!r}: {error}; use max, a percentile such as 99.9% or a fraction "
+                                 f"such as 1/2") from None
+    if args.data is not None:
+        check_existing(args.data, "--data", kind="dir")
+    if args.weights and Path(args.weights).exists():
+        from spikeforge.models import load_weights
+
+        check_existing(args.weights, "--weights")
+        try:
+            load_weights(TutorialCNN(), args.weights)
+        except UserError as error:
+            raise UsageError(f"--weights: {str(error).removeprefix('pretrained: ')}") from None
+    elif args.weights:
+        check_writable_dir(Path(args.weights).parent, f"--weights {args.weights} (to be written):")
+    if args.plot:
+        check_writable_dir(Path(args.plot).parent, f"--plot {args.plot}:")
+
+
+def run(argv=None) -> dict:
+    """The example's work; returns ``{"ann": accuracy, "snn": {row: {T: accuracy}}}``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     prog="python -m spikeforge.examples.ann2snn_mnist")
     parser.add_argument("--data", default=None, help="folder with the MNIST .gz files (default: bundled copy)")
     parser.add_argument("--weights", default=None, help="ANN state_dict: loaded if it exists, else written")
     parser.add_argument("--epochs", type=int, default=3)
@@ -60,7 +99,9 @@ def main(argv=None) -> dict:
                         help="also evaluate these low-latency options (no value: all of them)")
     parser.add_argument("--options-mode", default="99.9%", help="mode used for the --options rows")
     parser.add_argument("--plot", default="ann2snn_mnist.png", help="accuracy-vs-T PNG ('' to skip)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = parser.parse_args(argv)
+    _check_args(args)
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     from spikeforge.datasets import MNIST
@@ -94,5 +135,16 @@ def main(argv=None) -> dict:
     return {"ann": ann_acc, "snn": rows}
 
 
+def main(argv=None) -> int:
+    """Run the example as a command: errors in one line (``--debug`` for the traceback), an exit status."""
+    from spikeforge.errors import run_cli
+
+    def command(arguments) -> int:
+        run(arguments)
+        return 0
+
+    return run_cli(command, sys.argv[1:] if argv is None else list(argv), prog="ann2snn_mnist")
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -28,15 +28,27 @@ from pathlib import Path
 import torch
 
 from spikeforge import functional
+from spikeforge.errors import check_writable_dir, run_cli
 from spikeforge.training import distributed, plots
-from spikeforge.training.cli import add_spikingjelly_flags, check_positive, make_optimizer, run_fit, setup_run
+from spikeforge.training.cli import (
+    add_spikingjelly_flags,
+    check_training_args,
+    make_optimizer,
+    resume_checkpoint,
+    resume_command,
+    run_dir_for,
+    run_fit,
+    setup_run,
+)
 from spikeforge.training.tutorial_nets import CSNN
 
 __all__ = ["CSNN", "build_parser", "main", "run_dir"]
 
+COMMAND = "python -m spikeforge.examples.conv_fashion_mnist"
+
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(description="Classify Fashion-MNIST")
+    parser = parser or argparse.ArgumentParser(description="Classify Fashion-MNIST", prog=COMMAND)
     add_spikingjelly_flags(
         parser, T=4, batch_size=128, epochs=64, opt="sgd", lr=0.1,
         data_help="folder with the four Fashion-MNIST .gz files (or torchvision's FashionMNIST/raw under it); "
@@ -46,6 +58,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("-channels", default=128, type=int, help="channels of CSNN")
     parser.add_argument("-save-es", default=None,
                         help="dir for saving the spikes of the first {Conv2d-BatchNorm2d-IFNode} for test image 0")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (or set SPIKEFORGE_DEBUG=1)")
     return parser
 
 
@@ -63,36 +77,39 @@ def save_encoder_spikes(net: CSNN, image: torch.Tensor, save_dir: Path) -> list[
     return plots.save_feature_map_steps(spikes, save_dir, "first-block spikes $S[{t}]$ ({channels} channels)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from spikeforge.datasets import DatasetFileError
+def _main(argv: list[str]) -> int:
     from spikeforge.training import Trainer
     from spikeforge.training.data import load_split_tensors
 
     args = build_parser().parse_args(argv)
-    check_positive(args, "T", "b", "channels")
+    check_training_args(args, "channels")
+    if args.save_es:
+        check_writable_dir(args.save_es, "-save-es")
+    resume = resume_checkpoint(args.resume) if args.resume else None
     device = setup_run(args)
     main_rank = distributed.is_main_process()
-    if main_rank:
-        print(args)
-    net = CSNN(T=args.T, channels=args.channels).to(device)
-    if main_rank:
-        print(net)
     try:
+        if main_rank:
+            print(args)
+        net = CSNN(T=args.T, channels=args.channels).to(device)
+        if main_rank:
+            print(net)
         train_data, test_data = load_split_tensors("fashion-mnist", args.data_dir, args.train_limit,
                                                    args.test_limit, dtype=torch.float32)
-    except DatasetFileError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    optimizer = make_optimizer(net, args)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(args.epochs, 1))
-    out_dir = run_dir(args)
-    trainer = Trainer(net, optimizer, schedule=scheduler, amp=args.amp, device=device, batch_size=args.b,
-                      clip_grad_norm=args.clip_grad, sync_bn=args.sync_bn, out_dir=out_dir, args=args,
-                      header=f"{args}\n{out_dir}", progress=not args.no_progress)
-    try:
-        exit_code = run_fit(trainer, train_data, test_data, epochs=args.epochs, resume=args.resume)
+        optimizer = make_optimizer(net, args)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(args.epochs, 1))
+        out_dir = run_dir_for(run_dir(args), resume=resume, overwrite=args.overwrite)
+        if main_rank:
+            print(f"run folder: {out_dir}", flush=True)
+        trainer = Trainer(net, optimizer, schedule=scheduler, amp=args.amp, device=device, batch_size=args.b,
+                          clip_grad_norm=args.clip_grad, sync_bn=args.sync_bn, out_dir=out_dir, args=args,
+                          header=f"{args}\n{out_dir}", progress=not args.no_progress)
+        exit_code = run_fit(trainer, train_data, test_data, epochs=args.epochs, resume=resume,
+                            resume_hint=lambda checkpoint: resume_command(COMMAND, argv, checkpoint))
         if exit_code is not None or not trainer.is_main:
             return exit_code or 0
+        if resume is not None and not trainer.history:
+            return 0  # nothing was trained: the run's arrays and plots stay as they are
         image, label = test_data[0][0].to(device), int(test_data[1][0])
         v_t_array, s_t_array = plots.record_output(net, net.output_neuron,
                                                    lambda: net.forward_spikes(image.unsqueeze(0)))
@@ -107,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         distributed.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the example; errors are reported in one line (``--debug`` for the traceback)."""
+    return run_cli(_main, sys.argv[1:] if argv is None else list(argv), prog="conv_fashion_mnist")
 
 
 if __name__ == "__main__":

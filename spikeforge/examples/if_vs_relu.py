@@ -10,6 +10,8 @@ with the firing rates) beside the firing-rate-vs-input curve against ReLU.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
@@ -57,11 +59,19 @@ def plot(x: torch.Tensor, spikes: torch.Tensor, rates: torch.Tensor, path: str) 
     return path
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--T", type=int, default=128)
+def run(argv=None) -> float:
+    """The example's work; returns max |rate - clip(x, 0, 1)|."""
+    from spikeforge.errors import check_int, check_writable_dir
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     prog="python -m spikeforge.examples.if_vs_relu")
+    parser.add_argument("--T", type=int, default=128, help="time steps (default: 128)")
     parser.add_argument("--plot", default="if_vs_relu.png", help="output PNG ('' to skip)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = parser.parse_args(argv)
+    check_int(args.T, "--T", minimum=1)
+    if args.plot:
+        check_writable_dir(Path(args.plot).parent, f"--plot {args.plot}:")
     x, spikes, rates = simulate(args.T)
     print(f"{'input':>7} {'rate':>7} {'clip(x,0,1)':>12}")
     for v, r in zip(x.tolist(), rates.tolist()):
@@ -73,5 +83,16 @@ def main(argv=None):
     return error
 
 
+def main(argv=None) -> int:
+    """Run the example as a command: errors in one line (``--debug`` for the traceback), an exit status."""
+    from spikeforge.errors import run_cli
+
+    def command(arguments) -> int:
+        run(arguments)
+        return 0
+
+    return run_cli(command, sys.argv[1:] if argv is None else list(argv), prog="if_vs_relu")
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,9 +6,14 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from ._registry import model_entrypoint
+from ..errors import UsageError, UserError
+from ._registry import is_model, model_entrypoint, unknown_model_message
 
 __all__ = ["create_model"]
+
+
+class ModelArgumentError(UserError, TypeError):
+    """``create_model`` was given a keyword argument the architecture does not take."""
 
 
 def create_model(name: str, pretrained=None, *, pretrained_cfg_overlay: Mapping | None = None,
@@ -26,8 +31,16 @@ def create_model(name: str, pretrained=None, *, pretrained_cfg_overlay: Mapping 
             ``pretrained=True`` and another ``num_classes`` the classifier keeps its random initialisation) or
             ``drop_path_rate``. Arguments given as ``None`` are dropped, so the variant's own value applies.
     """
+    if not isinstance(name, str) or not is_model(name):
+        raise UsageError(unknown_model_message(name))
     entry = model_entrypoint(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if pretrained_cfg_overlay is not None:
         kwargs["pretrained_cfg_overlay"] = pretrained_cfg_overlay
-    return entry(pretrained=pretrained, **kwargs)
+    try:
+        return entry(pretrained=pretrained, **kwargs)
+    except TypeError as error:
+        if "unexpected" not in str(error):
+            raise
+        raise ModelArgumentError(f"create_model({name!r}): {error} (help(spikeforge.models.{name}) lists the "
+                                 f"model's arguments)") from None

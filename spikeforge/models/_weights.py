@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
@@ -12,18 +11,34 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-__all__ = ["WeightsMismatchError", "WeightsHashError", "download_weights", "file_sha256", "load_checkpoint",
+from ..errors import UsageError, UserError, load_plain
+
+__all__ = ["WeightsMismatchError", "WeightsHashError", "WeightsFileError", "WeightsFileNotFoundError",
+           "WeightsDownloadError", "download_weights", "file_sha256", "load_checkpoint",
            "load_weights", "describe_mismatch"]
 
 _MAX_LISTED = 12  # per category in a mismatch report; enough to recognise the pattern
 
 
-class WeightsMismatchError(RuntimeError):
+class WeightsMismatchError(UserError, RuntimeError):
     """A checkpoint's keys or shapes do not match the model; the message lists the differences."""
 
 
-class WeightsHashError(RuntimeError):
+class WeightsHashError(UserError, RuntimeError):
     """A weights file's sha256 is not the one published for it (a corrupted or substituted file)."""
+
+
+class WeightsFileError(UserError, ValueError):
+    """A weights file cannot be used: empty, truncated, not a torch file, not a state_dict, or holding objects
+    other than tensors and plain data (not loaded: that could run code). The message names the file."""
+
+
+class WeightsFileNotFoundError(UserError, FileNotFoundError):
+    """A weights file does not exist; the message names it."""
+
+
+class WeightsDownloadError(UserError, RuntimeError):
+    """The official weights could not be downloaded; the message says where to put the file by hand."""
 
 
 def file_sha256(path) -> str:
@@ -57,7 +72,7 @@ def download_weights(url: str, *, file_name: str | None = None, sha256: str | No
         # truncated checkpoint behind.
         torch.hub.download_url_to_file(url, str(target), progress=progress)
     except (OSError, ValueError) as err:  # URLError and HTTPError are OSErrors
-        raise RuntimeError(
+        raise WeightsDownloadError(
             f"could not download pretrained weights from {url} ({err}).\n"
             f"If this machine is offline, fetch the file elsewhere and either place it at {target} "
             f"or pass pretrained='/path/to/{file_name}'."
@@ -81,18 +96,19 @@ def _check_sha256(path: Path, expected: str | None, what: str, advice: str) -> N
 
 def load_checkpoint(path, map_location="cpu") -> dict[str, torch.Tensor]:
     """Read a state_dict from ``path``: a bare state_dict or one wrapped as ``{"model": ...}``
-    (``{"state_dict": ...}`` is accepted too). A DataParallel ``module.`` prefix on every key is removed."""
+    (``{"state_dict": ...}`` is accepted too). A DataParallel ``module.`` prefix on every key is removed.
+
+    Raises :class:`WeightsFileNotFoundError` for a missing file and :class:`WeightsFileError` for one that is
+    empty, truncated, not a torch file, not a state_dict, or holds objects other than tensors and plain data.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained: checkpoint file not found: {path}")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"pretrained: {path} holds objects other than tensors and plain containers (for example a training "
-            "checkpoint with its config), which are not loaded for safety. Re-save just the weights with "
-            "torch.save(checkpoint['model'], 'weights.pt')."
-        ) from err
+    if not path.exists():
+        raise WeightsFileNotFoundError(f"pretrained: checkpoint file not found: {path}")
+    obj = load_plain(path, what="pretrained: weights file", error=WeightsFileError, map_location=map_location,
+                     advice="pass a state_dict saved with torch.save(model.state_dict(), path), or download the "
+                            "file again",
+                     objects_advice="If it is a training checkpoint that also stores its config, save only the "
+                                    "weights where it is written: torch.save(checkpoint['model'], 'weights.pt')")
     return _state_dict_of(obj, str(path))
 
 
@@ -105,7 +121,7 @@ def _state_dict_of(obj, where: str) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                for k, v in obj.items()):
-        raise ValueError(f"pretrained: {where} does not hold a state_dict (a mapping of names to tensors)")
+        raise WeightsFileError(f"pretrained: {where} does not hold a state_dict (a mapping of names to tensors)")
     state = dict(obj)
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
@@ -157,7 +173,8 @@ def load_weights(model: nn.Module, pretrained, *, url: str | None = None, sha256
     """
     if pretrained is True:
         if url is None:
-            raise ValueError(f"pretrained=True, but no official weights are published for {_model_name(model)}")
+            raise UsageError(f"pretrained=True, but no official weights are published for {_model_name(model)}; "
+                             f"pass pretrained='/path/to/weights.pt' instead")
         path = download_weights(url, file_name=file_name, sha256=sha256, progress=progress)
         source, state = f"checkpoint {path}", load_checkpoint(path)
     elif isinstance(pretrained, (str, os.PathLike)):

@@ -19,13 +19,17 @@ def configure_classify_parser(parser: argparse.ArgumentParser) -> None:
     weights.add_argument("--random-weights", action="store_true",
                          help="run with untrained weights (for smoke tests; the predictions mean nothing)")
     parser.add_argument("--top-k", type=int, default=5, help="how many classes to print (default: 5)")
-    parser.add_argument("--img-size", type=int, default=None, help="crop size (default: the model's, 224)")
+    parser.add_argument("--img-size", type=int, default=None,
+                        help="crop size (default: the model's, 224; the model must accept it)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 
 def _error(message: str) -> int:
-    print(f"spikeforge: error: {message}", file=sys.stderr)
-    return 2
+    """Raise the message as a :class:`~spikeforge.errors.UsageError`: ``spikeforge`` prints it in one line and
+    exits with status 2 (:func:`spikeforge.errors.run_cli`)."""
+    from ..errors import UsageError
+
+    raise UsageError(message)
 
 
 def _unknown_model(name: str) -> str | None:
@@ -37,32 +41,55 @@ def _unknown_model(name: str) -> str | None:
     return unknown_model_message(name).replace("unknown model name", "unknown --model", 1)
 
 
+def _check_img_size(model: str, img_size: int, default: int) -> None:
+    """``UsageError`` unless the model runs on ``img_size`` x ``img_size`` images (tried on the meta device, no
+    weights allocated: well under a second)."""
+    from ..errors import UsageError, check_int
+    from .profile import profile_model
+
+    check_int(img_size, "--img-size", minimum=1)
+    try:
+        profile_model(model, img_size=img_size)
+    except (ValueError, RuntimeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(f"--img-size {img_size}: {model} cannot take {img_size}x{img_size} images ({reason}); "
+                         f"use its own size, {default}") from None
+
+
 def run_classify(args: argparse.Namespace) -> int:
+    from ..errors import UsageError, UserError, check_device, check_int
+
     if not (args.weights or args.pretrained or args.random_weights):
         return _error("no weights given: pass --weights FILE, --pretrained to download the official weights, "
                       "or --random-weights to run an untrained model (its predictions are meaningless)")
-    if args.top_k < 1:
-        return _error(f"--top-k must be >= 1, got {args.top_k}")
+    check_int(args.top_k, "--top-k", minimum=1)
+    check_int(args.img_size, "--img-size", minimum=1, allow_none=True)  # 0 is not "the default"
+    if (unknown := _unknown_model(args.model)) is not None:
+        return _error(unknown)
+    device = check_device(args.device, "--device")
     import torch
 
     from ._factory import create_model
-    from ._weights import WeightsMismatchError
+    from ._pretrained import PretrainedCfg
+    from ._registry import get_pretrained_cfg
+    from ._weights import load_checkpoint
     from .transforms import imagenet_class_names, imagenet_eval_transform, load_image
 
-    if (unknown := _unknown_model(args.model)) is not None:
-        return _error(unknown)
-    pretrained = True if args.pretrained else args.weights
+    cfg = get_pretrained_cfg(args.model) or PretrainedCfg(architecture=args.model)  # ImageNet defaults
+    if args.img_size is not None and args.img_size != cfg.input_size[-1]:
+        _check_img_size(args.model, args.img_size, cfg.input_size[-1])
+    flag = "--pretrained" if args.pretrained else "--weights"
     try:
-        device = torch.device(args.device)
+        # a --weights file is read (and refused when unusable) before the model is built
+        pretrained = True if args.pretrained else (load_checkpoint(args.weights) if args.weights else None)
         model = create_model(args.model, pretrained=pretrained).to(device).eval()
-    except (FileNotFoundError, ValueError, WeightsMismatchError, RuntimeError) as err:
-        return _error(str(err))
+    except UserError as err:
+        message = str(err).removeprefix("pretrained: ").replace("the given state_dict", f"{args.weights}", 1)
+        raise UsageError(f"{flag}: {message}") from None
     if args.random_weights:
         print("warning: --random-weights: the model is untrained, its predictions are meaningless",
               file=sys.stderr)
-    from ._pretrained import PretrainedCfg
-
-    cfg = getattr(model, "pretrained_cfg", None) or PretrainedCfg(architecture=args.model)  # ImageNet defaults
+    cfg = getattr(model, "pretrained_cfg", None) or cfg
     img_size = args.img_size or cfg.input_size[-1]
     transform = imagenet_eval_transform(img_size, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
                                         mean=cfg.mean, std=cfg.std)
@@ -96,11 +123,12 @@ def run_profile(args: argparse.Namespace) -> int:
     if (unknown := _unknown_model(args.model)) is not None:
         return _error(unknown)
     if args.img_size < 1:
-        return _error(f"--img-size must be positive, got {args.img_size}")
+        return _error(f"--img-size must be >= 1, got {args.img_size}")
     try:
         result = profile_model(args.model, img_size=args.img_size)
     except (ValueError, RuntimeError) as err:
-        return _error(f"cannot profile {args.model} at --img-size {args.img_size}: {err}")
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return _error(f"cannot profile {args.model} at --img-size {args.img_size}: {reason}")
     print(result)
     print("(multiply-accumulates of convolutions and matmuls from torch.utils.flop_counter; "
           "normalisation, activations and LIF recurrences are not counted)")

@@ -4,7 +4,8 @@
 module                 what is in it
 =====================  =====================================================================================
 ``engine``             :class:`Trainer` / :func:`fit`: the loop (loss, optimizer, schedule, AMP, clipping,
-                       neuron reset per batch, progress bars, metrics, evaluation, checkpoints, exact resume)
+                       neuron reset per batch, progress bars, metrics, evaluation, checkpoints, exact resume);
+                       :func:`new_run_dir` (a folder per run), :func:`prepare_run_dir`
 ``checkpoint``         :func:`save_checkpoint` (atomic) / :func:`load_checkpoint` (``weights_only=True``),
                        :class:`CheckpointError`: the *training* checkpoint API (model weights alone:
                        :func:`spikeforge.models.load_weights`)
@@ -27,7 +28,7 @@ from .amp import AmpPolicy
 from .checkpoint import CheckpointError, load_checkpoint, plain_args, save_checkpoint
 from .cli import set_threads
 from .data import TensorBatches, batches
-from .engine import Trainer, fit, fit_classifier, prepare_run_dir
+from .engine import RunDirError, Trainer, TrainingDataError, fit, fit_classifier, new_run_dir, prepare_run_dir
 from .losses import CrossEntropyLoss, CrossEntropyRateLoss, MSERateLoss, make_loss
 from .metrics import METRIC_KEYS, MetricsWriter, read_metrics
 from .rng import get_rng_state, set_rng_state
@@ -41,10 +42,12 @@ __all__ = [
     "METRIC_KEYS",
     "MSERateLoss",
     "MetricsWriter",
+    "RunDirError",
     "StepDecay",
     "TensorBatches",
     "TorchSchedule",
     "Trainer",
+    "TrainingDataError",
     "WarmupCosine",
     "batches",
     "fit",
@@ -53,6 +56,7 @@ __all__ = [
     "load_checkpoint",
     "make_loss",
     "plain_args",
+    "new_run_dir",
     "prepare_run_dir",
     "read_metrics",
     "save_checkpoint",

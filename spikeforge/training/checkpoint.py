@@ -18,22 +18,22 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import pickle
-import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "plain_args", "check_plain"]
+from ..errors import UserError, load_plain
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "plain_args", "check_plain", "write_atomic"]
 
 # leaves torch.load(weights_only=True) reads without an allow-list
 _PLAIN_LEAVES = (torch.Tensor, str, bytes, int, float, bool, complex, type(None), torch.dtype, torch.device,
                  torch.Size)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint file is missing, truncated, corrupt, not plain data, or not a spikeforge training checkpoint."""
 
 
@@ -81,12 +81,24 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     """Write ``state`` (tensors and plain data only) to ``path`` atomically: temp file in the same folder,
     flush + fsync, ``os.replace``. Returns the path."""
     check_plain(state)
+    return write_atomic(path, lambda f: torch.save(state, f))
+
+
+def write_atomic(path: str | os.PathLike, content) -> Path:
+    """Replace ``path`` by ``content`` (``bytes``, ``str`` (UTF-8) or ``write(file)``) all at once.
+
+    The data goes to a temporary file in the same folder, is flushed and fsynced, and is renamed over ``path``
+    (``os.replace`` is atomic), so an interruption at any moment leaves either the old file or the new one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            if callable(content):
+                content(f)
+            else:
+                f.write(content.encode("utf-8") if isinstance(content, str) else content)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
@@ -123,30 +135,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                     required: tuple[str, ...] = ()) -> dict:
     """Read a training checkpoint with ``torch.load(weights_only=True)``.
 
-    Raises :class:`CheckpointError` when the file is missing, cannot be read, holds objects other than tensors
-    and plain data (it is then not loaded at all), is not a dict, or lacks one of the ``required`` keys.
+    Raises :class:`CheckpointError` when the file is missing, empty, truncated or corrupt, not a torch file,
+    holds objects other than tensors and plain data (it is then not loaded at all: unpickling them could run
+    code), is not a dict, or lacks one of the ``required`` keys. The message names the file.
     """
+    state = load_plain(path, what="checkpoint", error=CheckpointError, map_location=map_location,
+                       advice="use another checkpoint (checkpoint_latest.pth or checkpoint_max.pth of a run) or "
+                              "start a new run")
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist (pass the path to a checkpoint_latest.pth "
-                              f"or checkpoint_max.pth written by an earlier run)")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if found:
-            raise CheckpointError(
-                f"checkpoint {path} holds objects other than tensors and plain data (it refers to "
-                f"{found.group(1)}), so it was not loaded: unpickling such objects could run code. Only files "
-                f"of tensors, dicts, lists, strings and numbers are read; re-create the checkpoint with plain "
-                f"data (spikeforge.training.save_checkpoint writes only such files)") from None
-        raise CheckpointError(f"checkpoint {path} cannot be read ({_short_reason(e)}); the file is truncated or "
-                              f"corrupt, or not a checkpoint: use another checkpoint or start without -resume"
-                              ) from None
-    except Exception as e:  # RuntimeError (zip reader), EOFError, OSError ... for damaged files
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {_short_reason(e)}); the "
-                              f"file is truncated or corrupt, use another checkpoint or start without -resume"
-                              ) from None
     if not isinstance(state, Mapping):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
     missing = [k for k in required if k not in state]
@@ -154,13 +150,3 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"checkpoint {path} lacks {missing}; it is not a training checkpoint of this "
                               f"script (for a model's weights alone use spikeforge.models.load_weights)")
     return dict(state)
-
-
-def _short_reason(error: Exception) -> str:
-    """The part of torch's message that says what is wrong (never its advice on how to load anyway)."""
-    text = str(error)
-    found = re.search(r"WeightsUnpickler error:\s*(.+?)\s*$", text, flags=re.MULTILINE)
-    if found:
-        return found.group(1)
-    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    return first.split(". ")[0]

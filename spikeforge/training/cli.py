@@ -2,24 +2,36 @@
 
 * :func:`add_spikingjelly_flags` — SpikingJelly's shared flags ``-T -device -b -epochs -j -data-dir -out-dir
   -resume -amp -opt -momentum -lr`` plus spikeforge's run controls (``--train-limit --test-limit --seed
-  --threads --no-progress --no-plots --clip-grad --sync-bn``);
+  --threads --no-progress --no-plots --clip-grad --sync-bn --overwrite``; ``--resume`` is ``-resume``);
+* :func:`check_training_args` — every one of those flags checked before any work, as a
+  :class:`~spikeforge.errors.UsageError` naming the flag;
+* :func:`run_dir_for` — the run folder: a new one per run (``<name>``, ``<name>-2`` ...), the folder of the
+  checkpoint given to ``-resume``, or ``<name>`` itself with ``--overwrite``;
 * :func:`setup_run` — join torchrun's process group (if any), seed, set threads, pick this rank's device;
 * :func:`make_optimizer` — ``-opt {sgd,adam} -lr -momentum``;
-* :func:`run_fit` — ``trainer.fit(...)`` as an exit code (130 after Ctrl-C, 2 for an unusable checkpoint).
+* :func:`run_fit` — ``trainer.fit(...)`` as an exit code (130 after Ctrl-C, with the command that continues the
+  run).
+
+The commands run under :func:`spikeforge.errors.run_cli`, which reports the errors raised here.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..errors import UsageError, check_device, check_existing, check_float, check_int, check_writable_dir
 from . import distributed
-from .checkpoint import CheckpointError
+from .engine import new_run_dir
 
-__all__ = ["add_spikingjelly_flags", "check_positive", "make_optimizer", "setup_run", "set_threads", "run_fit"]
+__all__ = ["add_spikingjelly_flags", "check_positive", "check_training_args", "make_optimizer", "setup_run",
+           "set_threads", "run_fit", "run_dir_for", "resume_checkpoint", "latest_run", "resume_command"]
 
 
 def add_spikingjelly_flags(parser: argparse.ArgumentParser, *, T: int, batch_size: int, epochs: int, opt: str,
@@ -38,8 +50,15 @@ def add_spikingjelly_flags(parser: argparse.ArgumentParser, *, T: int, batch_siz
                         help="number of data loading workers (accepted for compatibility; the data set is "
                              "held in memory and needs none)")
     parser.add_argument("-data-dir", type=str, default=None, help=data_help)
-    parser.add_argument("-out-dir", type=str, default="./logs", help="root dir for saving logs and checkpoint")
-    parser.add_argument("-resume", type=str, help="resume from the checkpoint path")
+    parser.add_argument("-out-dir", type=str, default="./logs",
+                        help="root dir for saving logs and checkpoint (each run gets a folder of its own in it: "
+                             "<run name>, then <run name>-2 ...)")
+    parser.add_argument("-resume", "--resume", dest="resume", type=str, metavar="CHECKPOINT",
+                        help="resume from the checkpoint path (or a run folder: its checkpoint_latest.pth); the "
+                             "run continues in the checkpoint's folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into <out-dir>/<run name> even if an earlier run is there (its files are "
+                             "replaced once this run's first epoch is saved) instead of a new folder")
     parser.add_argument("-amp", action="store_true",
                         help="automatic mixed precision training (bf16 autocast on the CPU)")
     parser.add_argument("-opt", type=str, choices=["sgd", "adam"], default=opt,
@@ -60,14 +79,98 @@ def add_spikingjelly_flags(parser: argparse.ArgumentParser, *, T: int, batch_siz
 
 
 def check_positive(args: argparse.Namespace, *names: str) -> None:
-    """``SystemExit`` naming the first flag among ``names`` (``-T``, ``-b`` ...) whose value is < 1."""
+    """:class:`~spikeforge.errors.UsageError` naming the first flag among ``names`` (``-T``, ``-b`` ...) whose
+    value is < 1, and for ``-epochs`` < 0 or a ``-lr`` that is not a finite number > 0."""
     for name in names:
-        if getattr(args, name) < 1:
-            raise SystemExit(f"-{name} must be >= 1, got {getattr(args, name)}")
-    if getattr(args, "epochs", 0) < 0:
-        raise SystemExit(f"-epochs must be >= 0, got {args.epochs}")
-    if getattr(args, "lr", 1.0) <= 0:
-        raise SystemExit(f"-lr must be > 0, got {args.lr}")
+        check_int(getattr(args, name), f"-{name}", minimum=1)
+    if hasattr(args, "epochs"):
+        check_int(args.epochs, "-epochs", minimum=0)
+    if hasattr(args, "lr"):
+        check_float(args.lr, "-lr", positive=True)
+
+
+def check_training_args(args: argparse.Namespace, *positive: str) -> None:
+    """Check the flags of :func:`add_spikingjelly_flags` (and the ints named in ``positive``, e.g.
+    ``"channels"``) before any work: numbers in range and finite (no ``nan``), a device this machine has, an
+    existing ``-data-dir``, a ``-resume`` file, an ``-out-dir`` that can be written. Raises
+    :class:`~spikeforge.errors.UsageError` naming the flag."""
+    check_positive(args, "T", "b", *positive)
+    check_int(args.j, "-j", minimum=0)
+    check_float(args.momentum, "-momentum", minimum=0.0)
+    check_int(args.train_limit, "--train-limit", minimum=1, allow_none=True)
+    check_int(args.test_limit, "--test-limit", minimum=1, allow_none=True)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if args.train_limit is not None and args.train_limit < args.b * world and args.epochs > 0:
+        per = f" x {world} processes" if world > 1 else ""
+        raise UsageError(f"--train-limit {args.train_limit} is smaller than one batch (-b {args.b}{per}): there "
+                         f"would be nothing to train on (an incomplete last batch is dropped); use --train-limit "
+                         f">= {args.b * world} or a smaller -b")
+    check_int(args.threads, "--threads", minimum=1, allow_none=True)
+    check_float(args.clip_grad, "--clip-grad", positive=True, allow_none=True)
+    if args.resume and args.overwrite:
+        raise UsageError("-resume continues a run in its own folder and --overwrite replaces one; pass one of them")
+    check_device(args.device, "-device")
+    if args.data_dir is not None:
+        check_existing(args.data_dir, "-data-dir", kind="dir")
+    if args.resume:
+        resume_checkpoint(args.resume, "-resume")
+    else:
+        check_writable_dir(args.out_dir, "-out-dir")
+
+
+def resume_checkpoint(path, flag: str = "-resume") -> Path:
+    """The checkpoint ``path`` names: the file itself, or ``checkpoint_latest.pth`` in a run folder."""
+    path = check_existing(path, flag, kind="any")
+    if path.is_dir():
+        latest = path / "checkpoint_latest.pth"
+        if not latest.is_file():
+            raise UsageError(f"{flag} {path}: the folder holds no checkpoint_latest.pth; pass a checkpoint file")
+        path = latest
+    check_writable_dir(path.parent, f"{flag} {path}: its folder")
+    return path
+
+
+def latest_run(base) -> Path | None:
+    """The most recently saved run among ``base``, ``base-2``, ``base-3`` ... (by its checkpoint_latest.pth)."""
+    base = Path(base)
+    if not base.parent.is_dir():
+        return None
+    runs = [p for p in base.parent.iterdir()
+            if (p.name == base.name or (p.name.startswith(base.name + "-") and p.name[len(base.name) + 1:].isdigit()))
+            and (p / "checkpoint_latest.pth").is_file()]
+    return max(runs, key=lambda p: (p / "checkpoint_latest.pth").stat().st_mtime, default=None)
+
+
+def run_dir_for(base, *, resume=None, overwrite: bool = False, log=print, resume_flag: str = "-resume") -> Path:
+    """Where a run writes: the checkpoint's folder when resuming, ``base`` with ``overwrite``, else a new
+    folder (:func:`~spikeforge.training.new_run_dir`: ``base``, or ``base-2``, ``base-3`` ... when taken)."""
+    if resume:
+        return Path(resume).parent
+    if overwrite:
+        return Path(base)
+    chosen = new_run_dir(base)
+    if chosen != Path(base) and distributed.is_main_process():
+        log(f"{base} holds an earlier run; this run writes into {chosen} ({resume_flag} continues a run, "
+            f"--overwrite replaces it)")
+    return chosen
+
+
+def resume_command(command: str, argv, checkpoint, flag: str = "-resume") -> str:
+    """``command argv... <flag> <checkpoint>``: the command line that continues an interrupted run (earlier
+    ``-resume``/``--resume``/``--overwrite`` taken out)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            if not arg.startswith("-"):
+                continue
+        if arg in ("-resume", "--resume"):
+            skip = True
+            continue
+        if arg.startswith(("-resume=", "--resume=")) or arg in ("--overwrite", "--debug"):
+            continue
+        kept.append(arg)
+    return " ".join([command, *map(shlex.quote, kept), flag, shlex.quote(str(checkpoint))])
 
 
 def set_threads(n: int) -> None:
@@ -76,8 +179,7 @@ def set_threads(n: int) -> None:
     Small networks run many tiny ops; on a busy machine one thread often beats two, as every parallel region
     waits for its slowest thread.
     """
-    if n < 1:
-        raise ValueError(f"threads must be >= 1, got {n}")
+    check_int(n, "threads", minimum=1)
     torch.set_num_threads(n)
     try:
         import numba
@@ -108,14 +210,20 @@ def setup_run(args: argparse.Namespace) -> torch.device:
     return device
 
 
-def run_fit(trainer, *fit_args, **fit_kwargs) -> int | None:
-    """``trainer.fit(...)`` for a command line: ``None`` when training finished, else the exit code (130 after
-    Ctrl-C, which leaves a resumable ``checkpoint_latest.pth``; 2 for an unusable checkpoint)."""
+def run_fit(trainer, *fit_args, resume_hint=None, **fit_kwargs) -> int | None:
+    """``trainer.fit(...)`` for a command line: ``None`` when training finished, 130 after Ctrl-C.
+
+    After Ctrl-C it prints (stderr) how to continue: ``resume_hint(checkpoint)`` (a command line, e.g. from
+    :func:`resume_command`) when this run saved a checkpoint. Errors (an unusable checkpoint, ...) propagate to
+    :func:`spikeforge.errors.run_cli`.
+    """
     try:
         trainer.fit(*fit_args, **fit_kwargs)
     except KeyboardInterrupt:
+        if trainer.is_main:
+            if trainer.last_checkpoint is not None and resume_hint is not None:
+                print(f"interrupted; continue with: {resume_hint(trainer.last_checkpoint)}", file=sys.stderr)
+            elif trainer.last_checkpoint is None:
+                print("interrupted before the first checkpoint of this run; nothing was changed", file=sys.stderr)
         return 130
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     return None

@@ -109,10 +109,13 @@ def load_split_tensors(dataset: str, root=None, train_limit: int | None = None, 
     cut to its first ``train_limit`` / ``test_limit`` samples; uint8 grey levels, or values in [0, 1] for a
     float ``dtype``. Raises :class:`spikeforge.datasets.DatasetFileError` for missing files."""
     from ..datasets import MNIST, FashionMNIST
+    from ..errors import UsageError, check_int
 
     classes = {"mnist": MNIST, "fashion-mnist": FashionMNIST}
     if dataset not in classes:
-        raise ValueError(f"dataset must be one of {sorted(classes)}, got {dataset!r}")
+        raise UsageError(f"dataset must be one of {sorted(classes)}, got {dataset!r}")
+    check_int(train_limit, "train_limit", minimum=1, allow_none=True)  # [:0] and [:-5] would be silently wrong
+    check_int(test_limit, "test_limit", minimum=1, allow_none=True)
     train_x, train_y = classes[dataset](root, train=True).as_tensors(dtype)
     test_x, test_y = classes[dataset](root, train=False).as_tensors(dtype)
     return (train_x[:train_limit], train_y[:train_limit]), (test_x[:test_limit], test_y[:test_limit])

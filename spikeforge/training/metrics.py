@@ -17,41 +17,66 @@ METRIC_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "max
 
 
 class MetricsWriter:
-    """Append one record per epoch to ``<out_dir>/metrics.jsonl`` (and TensorBoard when it is installed).
+    """Keep ``<out_dir>/metrics.jsonl`` at one record per epoch (and TensorBoard scalars when it is installed).
 
-    On resume (``start_epoch > 0``) lines for epochs >= ``start_epoch`` are dropped first, so the file holds
-    one curve without repeats (as TensorBoard's ``purge_step`` does for its event files).
+    Nothing is written before the first record: the file is then rewritten whole, under a temporary name that
+    is renamed over the old file (so a run interrupted before its first epoch leaves an earlier run's file as
+    it was, and no interruption leaves half a line). On resume (``start_epoch > 0``) the earlier records for
+    epochs < ``start_epoch`` are kept and later ones dropped, so the file holds one curve without repeats (as
+    TensorBoard's ``purge_step`` does for its event files, whose writer is also created at the first record).
     """
 
     def __init__(self, out_dir: str | os.PathLike, start_epoch: int = 0, tensorboard: bool = True):
-        self.path = Path(out_dir) / "metrics.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = [r for r in read_metrics(self.path) if r.get("epoch", -1) < start_epoch] if start_epoch else []
-        with open(self.path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / "metrics.jsonl"
+        self.start_epoch = start_epoch
+        self.records = ([r for r in _read_valid(self.path) if r.get("epoch", -1) < start_epoch]
+                        if start_epoch else [])
+        self.tensorboard = tensorboard
         self.writer = None
-        if tensorboard:
+
+    def _summary_writer(self):
+        if self.writer is None and self.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # optional: `pip install spikeforge[tensorboard]`
-                SummaryWriter = None
-            if SummaryWriter is not None:
-                self.writer = SummaryWriter(str(out_dir), purge_step=start_epoch)
+                self.tensorboard = False
+                return None
+            self.writer = SummaryWriter(str(self.out_dir), purge_step=self.start_epoch)
+        return self.writer
 
     def write(self, record: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-        if self.writer is not None:
+        from .checkpoint import write_atomic
+
+        self.records.append(record)
+        write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+        writer = self._summary_writer()
+        if writer is not None:
             for key, value in record.items():
                 if key != "epoch" and isinstance(value, (int, float)):
-                    self.writer.add_scalar(key, value, record["epoch"])
-            self.writer.flush()
+                    writer.add_scalar(key, value, record["epoch"])
+            writer.flush()
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def _read_valid(path: Path) -> list[dict]:
+    """The records of ``path`` that parse (a line cut short by a crash of an older version is skipped)."""
+    if not path.is_file():
+        return []
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:

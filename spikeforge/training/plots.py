@@ -21,7 +21,10 @@ from torch import nn
 
 from .. import functional
 
-__all__ = ["record_output", "save_output_arrays", "write_run_plots", "save_feature_map_steps"]
+__all__ = ["record_output", "save_output_arrays", "write_run_plots", "save_feature_map_steps", "RUN_OUTPUTS"]
+
+# the files the writers below put into a run folder (the engine removes a replaced run's copies of them)
+RUN_OUTPUTS = ("v_t_array.npy", "s_t_array.npy", "spikes.png", "membrane.png", "curves.png")
 
 
 @torch.no_grad()

@@ -1,0 +1,7 @@
+"""``python -m spikeforge``: the ``spikeforge`` command (:mod:`spikeforge.cli`)."""
+
+import sys
+
+from spikeforge.cli import main
+
+sys.exit(main())
