@@ -479,3 +479,29 @@ def test_gitignore_has_the_demo_folder():
 def test_debug_shows_the_traceback(cases):
     done = _result(cases, "debug")[0]
     assert done.returncode != 0 and "Traceback" in done.stderr and "UsageError" in done.stderr
+
+
+def test_library_entry_points_refuse_bad_arguments_by_name(tmp_path):
+    # the same checks as the commands, as exceptions that are UserErrors (and the built-in types they were)
+    from spikeforge.datasets import MNIST, DatasetFileError
+    from spikeforge.models import create_model, load_weights
+    from spikeforge.training.data import load_split_tensors
+
+    not_a_folder = tmp_path / "mnist.gz"
+    not_a_folder.write_bytes(b"x")
+    with pytest.raises(DatasetFileError, match="is a file"):
+        MNIST(root=not_a_folder)
+    with pytest.raises(UserError, match="train_limit must be >= 1, got 0"):
+        load_split_tensors("mnist", None, 0, None)
+    with pytest.raises(ValueError, match="test_limit must be >= 1, got -5"):
+        load_split_tensors("mnist", None, None, -5)
+    with pytest.raises(UserError, match="create_model\\('snnmlp_t'\\).*no_such_arg"):
+        create_model("snnmlp_t", no_such_arg=1)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(UserError, match=f"{empty} is empty"):
+        load_weights(torch.nn.Linear(2, 2), empty)
+    from spikeforge import ann2snn
+
+    with pytest.raises(UserError, match="device 'bogus'"):
+        ann2snn.Converter([torch.zeros(1, 2)], device="bogus")
