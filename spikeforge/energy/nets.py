@@ -42,14 +42,13 @@ class LIFFCMNIST(nn.Module):
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state_dict from a file holding a bare state_dict or ``{"model" (or "net"): state_dict, ...}``, read with
     ``torch.load(weights_only=True)``."""
+    from ..errors import load_plain
+
     path = Path(path)
     if not path.is_file():
         raise WeightsFileError(f"weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsFileError(f"cannot read weights file {path}: {first}") from None
+    # one loader for every user file: names the file and the fault, never suggests weights_only=False
+    obj = load_plain(path, what="weights file", error=WeightsFileError)
     state = None
     if isinstance(obj, dict):
         # a training checkpoint keeps the weights under one key ("model"; SpikingJelly's examples use "net")
