@@ -50,12 +50,13 @@ from ..layer import tdBatchNorm, tdLayer
 from ..neuron import LIFSpike
 from ._builder import build_model_with_cfg
 from ._registry import register_model
+from ._weights import WeightsMismatchError
 
 __all__ = ["STBPNet", "MNISTNet", "CifarNet", "STBPResNet18", "BasicBlock", "AliasMismatchError",
            "checkpoint_filter_fn", "tensor_aliases", "stbp_mnistnet", "stbp_cifarnet", "stbp_resnet18"]
 
 
-class AliasMismatchError(ValueError):
+class AliasMismatchError(WeightsMismatchError, ValueError):
     """Two names of one tensor (``conv1.weight`` / ``conv1_s.layer.weight``) hold different values."""
 
 

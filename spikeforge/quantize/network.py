@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
 from .integer import IdentityQuant, IntegerLIFMixin, SynapseQuant, is_integer_prepared
 from .profile import HardwareProfile, ProfileViolationError
 
@@ -49,7 +50,7 @@ _MANIFEST = "manifest.json"
 _ARRAYS = "arrays.npz"
 
 
-class IntegerFileError(ValueError):
+class IntegerFileError(UserError, ValueError):
     """An integer network file is missing, corrupt, inconsistent or not of this format; the message says which."""
 
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..errors import UserError
+
 __all__ = ["HardwareProfile", "ProfileViolationError", "GENERIC_INT8", "GENERIC_INT4", "generic_profile",
            "PROFILES"]
 
 
-class ProfileViolationError(ValueError):
+class ProfileViolationError(UserError, ValueError):
     """The network does not fit the hardware profile; ``violations`` lists each problem (also in the message)."""
 
     def __init__(self, profile: str, violations: list[str]):
