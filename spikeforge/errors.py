@@ -209,8 +209,12 @@ _GLOBAL = re.compile(r"GLOBAL ([\w.<>]+)")
 
 
 def load_plain(path, *, what: str = "checkpoint", error: type[Exception] = UserError, advice: str = "",
-               objects_advice: str = "", map_location="cpu"):
+               objects_advice: str = "", map_location="cpu", allowed_globals: Sequence[type] = ()):
     """``torch.load(path, map_location, weights_only=True)``, raising ``error(message)`` on every failure.
+
+    ``allowed_globals``: classes that may be rebuilt besides tensors and plain data (passed to
+    ``torch.serialization.safe_globals`` for this load only), e.g. ``argparse.Namespace`` for training
+    checkpoints that store their arguments as one.
 
     The message names ``what`` and the file and says what is wrong with it: missing, a folder, empty,
     truncated or corrupt, not a file torch wrote, or holding objects other than tensors and plain data (named,
@@ -235,6 +239,9 @@ def load_plain(path, *, what: str = "checkpoint", error: type[Exception] = UserE
     if size == 0:
         raise error(f"{what} {path} is empty (0 bytes): it was not written completely{tail}")
     try:
+        if allowed_globals:
+            with torch.serialization.safe_globals(list(allowed_globals)):
+                return torch.load(path, map_location=map_location, weights_only=True)
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         found = _GLOBAL.search(str(e))

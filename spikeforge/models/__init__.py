@@ -16,12 +16,13 @@ Every variant has a :class:`PretrainedCfg` (``_pretrained.py``) and is built by 
 every registered entry to ``torch.hub``.
 """
 
-from . import layers
+from . import layers, sew_resnet, spiking_resnet, spiking_vgg  # noqa: F401 - SpikingJelly's zoo names
 from ._builder import build_model_with_cfg, resolve_pretrained_cfg
 from ._factory import create_model
 from ._pretrained import PRETRAINED_CFGS, PretrainedCfg
 from ._registry import get_pretrained_cfg, is_model, list_models, model_entrypoint, register_model
 from ._weights import WeightsHashError, WeightsMismatchError, load_checkpoint, load_weights
+from .metaspikformer import MetaSpikeFormer, MetaSpikeFormerFeatures  # noqa: F401 - registers metaspikformer_*
 from .profile import ModelProfile, profile_model
 from .snnmlp import SNNMLP, GroupLIF, group_lif, snnmlp_b, snnmlp_s, snnmlp_t
 from .stbp import stbp_cifarnet, stbp_mnistnet, stbp_resnet18  # noqa: F401 - registers the STBP models
@@ -50,4 +51,6 @@ __all__ = [
     "snnmlp_t",
     "snnmlp_s",
     "snnmlp_b",
+    "MetaSpikeFormer",
+    "MetaSpikeFormerFeatures",
 ]

@@ -159,6 +159,20 @@ _MNIST_NORM = dict(input_size=(1, 28, 28), mean=(0.1307,), std=(0.3081,), datase
 _CIFAR_NORM = dict(input_size=(3, 32, 32), mean=(0.4914, 0.4822, 0.4465), std=(0.247, 0.243, 0.261),
                    dataset="cifar10")
 
+# Meta-SpikeFormer (BICLab/Spike-Driven-Transformer-V2, classification/): facts in reference_models.md, B4/B6.
+# The one released checkpoint ("55M_kd.pth", metaspikformer_8_512 with kd at T=4) is on Google Drive, which has no
+# stable download address, so url stays None and the file is loaded by path (pretrained="55M_kd.pth").
+_METASPIKFORMER = dict(
+    url=None, sha256=None, num_classes=1000, input_size=(3, 224, 224), crop_pct=224 / 256,
+    interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD, dataset="imagenet-1k", license=None,
+    paper_name="Spike-driven Transformer V2: Meta Spiking Neural Network Architecture Inspiring the Design of "
+               "Next-generation Neuromorphic Chips (ICLR 2024)",
+    paper_ids="arXiv:2404.03663", origin_url="https://github.com/BICLab/Spike-Driven-Transformer-V2",
+)
+_METASPIKFORMER_DRIVE = ("Weights: Google Drive folder https://drive.google.com/drive/folders/"
+                         "12JcIRG8BF6JcgPsXIetSS14udtHXeSSx (55M_kd.pth: kd=True, T=4); download it by hand and "
+                         "pass pretrained='55M_kd.pth'.")
+
 _CFGS = [
     _snnmlp("snnmlp_t", "snnmlp_tiny_81.88.pt", 81.88),
     _snnmlp("snnmlp_s", "snnmlp_small_83.30.pt", 83.30),
@@ -166,7 +180,65 @@ _CFGS = [
     PretrainedCfg(architecture="stbp_mnistnet", classifier="fc2", top1=97.96, **_MNIST_NORM, **_STBP),
     PretrainedCfg(architecture="stbp_cifarnet", classifier="fc3", top1=None, **_CIFAR_NORM, **_STBP),
     PretrainedCfg(architecture="stbp_resnet18", classifier="fc2", top1=84.40, **_CIFAR_NORM, **_STBP),
+    PretrainedCfg(architecture="metaspikformer_tiny", top1=None, notes="A small configuration for demos; no "
+                  "weights.", **_METASPIKFORMER),
+    PretrainedCfg(architecture="metaspikformer_8_384", top1=None, notes="No released weights.",
+                  **_METASPIKFORMER),
+    PretrainedCfg(architecture="metaspikformer_8_512", top1=80.0, notes="top-1 of the README (T=4 with "
+                  "distillation). " + _METASPIKFORMER_DRIVE, **_METASPIKFORMER),
+    PretrainedCfg(architecture="metaspikformer_8_768", top1=None, notes="No released weights.",
+                  **_METASPIKFORMER),
 ]
 
+# SpikingJelly's model zoo (spiking_resnet / sew_resnet / spiking_vgg): torchvision's ImageNet-1k V1 ANN files, which
+# SpikingJelly's pretrained=True loads into the spiking networks (same state_dict keys). The top-1 in the notes is
+# the ANN's (torchvision's weights metadata); the spiking network has no published accuracy with these weights
+# (they are an initialisation for fine-tuning), so top1 stays None. No sha256 is recorded: torch.hub checks the
+# hash prefix in the file name (check_hash=True) when spiking_resnet.load_torchvision_weights fetches the file.
+_TV = "https://download.pytorch.org/models/"
+_SJ_TORCHVISION = dict(
+    sha256=None, num_classes=1000, input_size=(3, 224, 224), crop_pct=224 / 256, interpolation="bilinear",
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, dataset="imagenet-1k", top1=None, license=None,
+    origin_url="https://github.com/fangwei123456/spikingjelly",
+)
+_SJ_RESNET_PAPER = dict(paper_name="Deep Residual Learning for Image Recognition (CVPR 2016)",
+                        paper_ids="arXiv:1512.03385")
+_SJ_SEW_PAPER = dict(paper_name="Deep Residual Learning in Spiking Neural Networks (NeurIPS 2021)",
+                     paper_ids="arXiv:2102.04159")
+_SJ_VGG_PAPER = dict(paper_name="Very Deep Convolutional Networks for Large-Scale Image Recognition (ICLR 2015)",
+                     paper_ids="arXiv:1409.1556")
+_SJ_RESNETS = {  # torchvision name: (file, ANN top-1)
+    "resnet18": ("resnet18-f37072fd.pth", 69.758), "resnet34": ("resnet34-b627a593.pth", 73.314),
+    "resnet50": ("resnet50-0676ba61.pth", 76.13), "resnet101": ("resnet101-63fe2227.pth", 77.374),
+    "resnet152": ("resnet152-394f9c45.pth", 78.312),
+    "resnext50_32x4d": ("resnext50_32x4d-7cdf4587.pth", 77.618),
+    "resnext101_32x8d": ("resnext101_32x8d-8ba56ff5.pth", 79.312),
+    "wide_resnet50_2": ("wide_resnet50_2-95faca4d.pth", 78.468),
+    "wide_resnet101_2": ("wide_resnet101_2-32ee1156.pth", 78.848),
+}
+_SJ_VGGS = {
+    "vgg11": ("vgg11-8a719046.pth", 69.02), "vgg13": ("vgg13-19584684.pth", 69.928),
+    "vgg16": ("vgg16-397923af.pth", 71.592), "vgg19": ("vgg19-dcbb9e9d.pth", 72.376),
+    "vgg11_bn": ("vgg11_bn-6002323d.pth", 70.37), "vgg13_bn": ("vgg13_bn-abd245e5.pth", 71.586),
+    "vgg16_bn": ("vgg16_bn-6c64b313.pth", 73.36), "vgg19_bn": ("vgg19_bn-c79401a0.pth", 74.218),
+}
+
+
+def _sj_torchvision(name: str, tv_name: str, file_name: str, ann_top1: float, classifier: str,
+                    paper: dict) -> PretrainedCfg:
+    return PretrainedCfg(architecture=name, url=_TV + file_name, classifier=classifier,
+                         notes=f"torchvision's {tv_name} ANN weights (ANN top-1 {ann_top1} %); as in SpikingJelly "
+                               "they initialise the spiking network, whose accuracy with them is not published.",
+                         **paper, **_SJ_TORCHVISION)
+
+
+_SJ_CFGS = (
+    [_sj_torchvision(f"spiking_{tv}", tv, f, top1, "fc", _SJ_RESNET_PAPER) for tv, (f, top1) in _SJ_RESNETS.items()]
+    + [_sj_torchvision(f"sew_{tv}", tv, f, top1, "fc", _SJ_SEW_PAPER) for tv, (f, top1) in _SJ_RESNETS.items()]
+    + [_sj_torchvision(f"spiking_{tv}", tv, f, top1, "classifier.6", _SJ_VGG_PAPER)
+       for tv, (f, top1) in _SJ_VGGS.items()]
+)
+
 #: registered name -> its pretrained configuration (read-only).
-PRETRAINED_CFGS: Mapping[str, PretrainedCfg] = MappingProxyType({cfg.architecture: cfg for cfg in _CFGS})
+PRETRAINED_CFGS: Mapping[str, PretrainedCfg] = MappingProxyType({cfg.architecture: cfg
+                                                                 for cfg in _CFGS + _SJ_CFGS})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 from collections.abc import Iterable, Mapping
@@ -14,7 +15,8 @@ from torch import nn
 from ..errors import UsageError, UserError, load_plain
 
 __all__ = ["WeightsMismatchError", "WeightsHashError", "WeightsFileError", "WeightsFileNotFoundError",
-           "WeightsDownloadError", "download_weights", "file_sha256", "load_checkpoint",
+           "WeightsDownloadError", "download_weights", "file_sha256", "load_checkpoint", "read_checkpoint",
+           "state_dict_of", "CHECKPOINT_ALLOWED_GLOBALS",
            "load_weights", "describe_mismatch"]
 
 _MAX_LISTED = 12  # per category in a mismatch report; enough to recognise the pattern
@@ -94,22 +96,45 @@ def _check_sha256(path: Path, expected: str | None, what: str, advice: str) -> N
                                f"the file is corrupted or not the released one. {advice}")
 
 
+# Classes a weights file may rebuild besides tensors and plain data: the arguments that MAE/DeiT-style training
+# scripts (timm's, BICLab's Meta-SpikeFormer ``misc.save_model``) store in ``{"model", ..., "args"}``.
+# A Namespace is rebuilt from its attribute dict; no code of the file runs.
+CHECKPOINT_ALLOWED_GLOBALS = (argparse.Namespace,)
+
+
+def read_checkpoint(path, map_location="cpu"):
+    """The object stored at ``path`` (``torch.load(weights_only=True)``; ``argparse.Namespace`` is the one class
+    allowed beyond tensors and plain data, for training checkpoints ``{model, optimizer, epoch, scaler, args}``).
+
+    Raises :class:`WeightsFileNotFoundError` for a missing file and :class:`WeightsFileError` for one that is
+    empty, truncated, not a torch file, or holds other objects (not loaded: that could run code).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise WeightsFileNotFoundError(f"pretrained: checkpoint file not found: {path}")
+    return load_plain(path, what="pretrained: weights file", error=WeightsFileError, map_location=map_location,
+                      allowed_globals=CHECKPOINT_ALLOWED_GLOBALS,
+                      advice="pass a state_dict saved with torch.save(model.state_dict(), path), or download the "
+                             "file again",
+                      objects_advice="If it is a training checkpoint that also stores its config, save only the "
+                                     "weights where it is written: torch.save(checkpoint['model'], 'weights.pt')")
+
+
 def load_checkpoint(path, map_location="cpu") -> dict[str, torch.Tensor]:
     """Read a state_dict from ``path``: a bare state_dict or one wrapped as ``{"model": ...}``
-    (``{"state_dict": ...}`` is accepted too). A DataParallel ``module.`` prefix on every key is removed.
+    (``{"state_dict": ...}`` is accepted too; other entries such as ``optimizer`` or an ``argparse.Namespace``
+    ``args`` are read and ignored). A DataParallel ``module.`` prefix on every key is removed.
 
     Raises :class:`WeightsFileNotFoundError` for a missing file and :class:`WeightsFileError` for one that is
     empty, truncated, not a torch file, not a state_dict, or holds objects other than tensors and plain data.
     """
-    path = Path(path)
-    if not path.exists():
-        raise WeightsFileNotFoundError(f"pretrained: checkpoint file not found: {path}")
-    obj = load_plain(path, what="pretrained: weights file", error=WeightsFileError, map_location=map_location,
-                     advice="pass a state_dict saved with torch.save(model.state_dict(), path), or download the "
-                            "file again",
-                     objects_advice="If it is a training checkpoint that also stores its config, save only the "
-                                    "weights where it is written: torch.save(checkpoint['model'], 'weights.pt')")
-    return _state_dict_of(obj, str(path))
+    return _state_dict_of(read_checkpoint(path, map_location), str(Path(path).expanduser()))
+
+
+def state_dict_of(obj, where: str = "the given mapping") -> dict[str, torch.Tensor]:
+    """The state_dict in ``obj`` (bare, or under ``"model"``/``"state_dict"``), ``module.`` prefixes removed;
+    :class:`WeightsFileError` naming ``where`` if there is none."""
+    return _state_dict_of(obj, where)
 
 
 def _state_dict_of(obj, where: str) -> dict[str, torch.Tensor]:
