@@ -115,6 +115,10 @@ class SurrogateKind(IntEnum):
     ERF = 6
     RECT = 7
     PIECEWISE_LEAKY_RELU = 8
+    # Any other surrogate module (SpikingJelly's LeakyKReLU, S2NN, ... or a user's SurrogateFunctionBase
+    # subclass): no fused kernel implements it; the reference kernel evaluates the module's own autograd
+    # derivative, found through SurrogateSpec.custom (spikeforge.surrogate.spec_derivative).
+    CUSTOM = 99
 
 
 @dataclass(frozen=True)
@@ -122,12 +126,15 @@ class SurrogateSpec:
     """A surrogate gradient: g'(x) of kind ``kind`` with parameters ``alpha`` (and ``beta`` where it has two).
 
     ``spiking=False`` means the neuron emits the smooth g(H − V_th) instead of Θ (reference kernel only).
+    ``kind=CUSTOM`` stands for a surrogate module the kernels do not implement: ``custom`` is its number in
+    :mod:`spikeforge.surrogate`'s registry (``alpha``/``beta`` are unused); only the reference kernel runs it.
     """
 
     kind: SurrogateKind = SurrogateKind.SIGMOID
     alpha: float = 4.0
     beta: float = 0.0
     spiking: bool = True
+    custom: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "kind", SurrogateKind(self.kind))
@@ -137,6 +144,11 @@ class SurrogateSpec:
         object.__setattr__(self, "alpha", alpha)
         object.__setattr__(self, "beta", float(self.beta))
         object.__setattr__(self, "spiking", bool(self.spiking))
+        if (self.kind is SurrogateKind.CUSTOM) != (self.custom is not None):
+            raise ValueError("a CUSTOM surrogate spec needs its registry number (custom=...), and only it has one")
+        if self.custom is not None:
+            if isinstance(self.custom, bool) or not isinstance(self.custom, int) or self.custom < 0:
+                raise ValueError(f"custom must be a registry number >= 0, got {self.custom!r}")
 
 
 # SpikingJelly's default surrogate, Sigmoid(alpha=4): the one place this default is written.
@@ -300,6 +312,11 @@ class NeuronSpec:
     @property
     def leaky(self) -> bool:
         return self.leak.leaky
+
+    @property
+    def custom_surrogate(self) -> bool:
+        """The surrogate is a module the fused kernels do not implement (reference kernel only)."""
+        return self.surrogate is not None and self.surrogate.kind is SurrogateKind.CUSTOM
 
     @property
     def smooth(self) -> bool:

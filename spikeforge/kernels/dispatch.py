@@ -95,12 +95,19 @@ def select_kernel(device: torch.device, backend: str | None, spec: NeuronSpec) -
     """The kernel for a neuron described by ``spec`` on ``device``.
 
     A spec with a smooth surrogate (``spiking=False``) always gets the reference kernel: the fused kernels
-    implement the Heaviside firing only.
+    implement the Heaviside firing only. So does a spec with a ``CUSTOM`` surrogate (a module outside the
+    kernels' table, :class:`spikeforge.spec.SurrogateKind`), logged once.
     """
     family = spec.family
     kernels = _REGISTRY[family]
     reference = kernels["reference"]
     if spec.smooth:
+        return reference
+    if spec.custom_surrogate:
+        if (family.value, "custom", "surrogate") not in _fallback_logged:
+            _fallback_logged.add((family.value, "custom", "surrogate"))
+            logger.info("spikeforge: a surrogate outside the fused kernels' table runs on the reference kernel "
+                        "(its own autograd derivative)")
         return reference
     requested = backend if backend is not None else os.environ.get(ENV_VAR)
     requested = _ALIASES.get(requested, requested)

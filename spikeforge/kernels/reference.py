@@ -45,9 +45,10 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _fire(h: torch.Tensor, spec: NeuronSpec) -> torch.Tensor:
-    """S = Θ(H − V_th) in H's dtype, or the smooth g(H − V_th) when ``spec.smooth``."""
-    if spec.smooth:
-        return _surrogate.primitive(spec.surrogate_id, h - spec.v_threshold, spec.surrogate_p0, spec.surrogate_p1)
+    """S = Θ(H − V_th) in H's dtype, or the smooth g(H − V_th) when ``spec.smooth``, or the forward of a
+    ``CUSTOM`` surrogate module (SpikingJelly's neurons emit ``surrogate_function(H − V_th)``)."""
+    if spec.smooth or spec.custom_surrogate:
+        return _surrogate.spec_primitive(spec.surrogate, h - spec.v_threshold)
     return ((h >= spec.v_threshold) if spec.fire_on_tie else (h > spec.v_threshold)).to(h.dtype)
 
 
@@ -107,7 +108,7 @@ class ReferenceKernel:
             if grad_v_seq is not None:
                 grad_v = grad_v + grad_v_seq[t].to(cdt)
             h = h_seq[t]
-            sg = _surrogate.derivative(spec.surrogate_id, h - vth, spec.surrogate_p0, spec.surrogate_p1)
+            sg = _surrogate.spec_derivative(spec.surrogate, h - vth)
             spike = _fire(h, spec)
             # ∂V_t/∂H_t, the surrogate path through S_r included unless detach_reset
             if spec.v_reset is None:
