@@ -6,13 +6,17 @@ Every neuron exposes ``module.spec`` (:class:`spikeforge.spec.NeuronSpec`) and r
 * :mod:`.core` — ``IFNode``, ``LIFNode``, ``ParametricLIFNode`` and STBP's ``LIFSpike``;
 * :mod:`.conversion` — ``ConversionIFNode``, the ANN→SNN IF neuron (per-channel threshold, signed spikes,
   half-threshold start);
-* :mod:`.group` — ``GroupLIF``, SNN-MLP's full-precision group LIF.
+* :mod:`.group` — ``GroupLIF``, SNN-MLP's full-precision group LIF;
+* :mod:`.custom` — ``SimpleBaseNode`` / ``SimpleIFNode`` / ``SimpleLIFNode``: neurons written as Python
+  ``neuronal_charge`` methods (also: subclass ``BaseNode`` and override ``neuronal_charge``), run step by step
+  on the reference path (:mod:`._dynamics`), logged once per class.
 """
 
 from ..base import MemoryModule, StepModule
 from ..spec import NeuronKind, NeuronSpec
 from .conversion import ConversionIFNode
 from .core import BaseNode, IFNode, LIFNode, LIFSpike, ParametricLIFNode
+from .custom import SimpleBaseNode, SimpleIFNode, SimpleLIFNode
 from .group import GroupLIF
 
 __all__ = [
@@ -27,4 +31,7 @@ __all__ = [
     "LIFSpike",
     "ConversionIFNode",
     "GroupLIF",
+    "SimpleBaseNode",
+    "SimpleIFNode",
+    "SimpleLIFNode",
 ]
