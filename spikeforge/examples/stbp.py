@@ -22,6 +22,9 @@ reference's own recipe (plain SGD at a constant lr 1e-3 for 200 epochs, batch 64
 (B-bit weights, integer thresholds, leak and biases, BatchNorm folded into the weights, a B-bit generic hardware
 profile), which the run exports at the end as an integer network (``<out>/integer``), checks spike for spike
 against the fake-quant model on the whole test set and reports in ``<out>/integer_report.json``.
+``--profile NAME|JSON`` names the hardware profile it must fit (checked before training, every violation named).
+``--export-only`` exports a finished quantised run's checkpoint (``-q --bit B --resume CKPT``) without training;
+``--verify-integer DIR`` checks a saved integer network against the checkpoint's fake-quant model on the test set.
 ``--weights-only`` is the reference's scheme instead (fake-quantised Conv/Linear weights, everything else
 float; nothing to export). ``--per-channel`` uses one weight scale per output channel.
 
@@ -58,7 +61,7 @@ DATASETS = {
     "CIFAR10": ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261), (3, 32, 32)),
 }
 _RESUME_MUST_MATCH = ("model", "dataset", "quantize", "bit", "per_channel", "weights_only", "frac_bits", "steps",
-                      "vth", "tau")
+                      "vth", "tau", "profile")
 
 
 def _model_name(text: str) -> str:
@@ -82,8 +85,43 @@ def _bits(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is reported in one line (no usage dump), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _profile_arg(text: str) -> str:
+    """A profile name (``generic_int8``, ``generic_int4``) or a JSON file of :class:`HardwareProfile` fields."""
+    from spikeforge.quantize import PROFILES
+
+    if text in PROFILES or os.path.isfile(text):
+        return text
+    raise argparse.ArgumentTypeError(f"--profile {text!r} is neither a known profile ({', '.join(PROFILES)}) nor "
+                                     "a JSON file of hardware profile fields")
+
+
+def resolve_profile(text: str | None, bits: int):
+    """The hardware profile ``--profile`` names (default: the generic ``bits``-bit profile)."""
+    from spikeforge import quantize
+
+    if text is None:
+        return quantize.generic_profile(bits)
+    if text in quantize.PROFILES:
+        return quantize.PROFILES[text]
+    try:
+        data = json.loads(Path(text).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("the file must hold one JSON object of profile fields")
+        data.setdefault("name", Path(text).stem)
+        return quantize.HardwareProfile.from_dict(data)
+    except (OSError, ValueError, TypeError) as error:
+        raise UsageError(f"--profile {text}: not a usable hardware profile: {error}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0],
+    p = _Parser(prog=COMMAND, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=_model_name, metavar="MODEL", help="MNISTNet, CifarNet or ResNet18 (or zoo name)")
     p.add_argument("--dataset", "-d", choices=sorted(DATASETS), default="MNIST")
@@ -108,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-only", action="store_true",
                    help="the reference's QAT: fake-quantised weights only (float neurons; no integer export)")
     p.add_argument("--frac-bits", type=int, default=None, help="fractional bits of the integer membrane")
+    p.add_argument("--profile", type=_profile_arg, default=None, metavar="NAME|JSON",
+                   help="with -q: the hardware profile the integer network must fit, checked before training and "
+                        "at export (default generic_int<bit>; or a JSON file of HardwareProfile fields)")
+    p.add_argument("--export-only", action="store_true",
+                   help="with -q --resume CKPT (a quantised run of this script): no training; export CKPT's "
+                        "integer network into --out-dir and check it spike for spike on the test set")
+    p.add_argument("--verify-integer", default=None, metavar="DIR",
+                   help="with -q --resume CKPT: no training; load the saved integer network DIR and check it "
+                        "spike for spike against CKPT's fake-quant model on the test set")
     p.add_argument("--steps", "--timestep", "-T", dest="steps", type=int, default=2, help="time steps (default 2)")
     p.add_argument("--vth", "-v", "--Vth", dest="vth", type=float, default=0.4, help="threshold V_th (0.4)")
     p.add_argument("--tau", "-ta", dest="tau", type=float, default=0.25, help="membrane retention per step (0.25)")
@@ -157,7 +204,17 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"{args.model} takes 3x32x32 images; use --dataset CIFAR10")
     if args.model == "stbp_mnistnet" and args.dataset == "CIFAR10":
         raise UsageError("MNISTNet takes 1x28x28 images; use --dataset MNIST or FashionMNIST")
-    if args.resume and args.overwrite:
+    if (args.profile is not None) and not (args.quantize and not args.weights_only):
+        raise UsageError("--profile needs -q (and the integer model, not --weights-only)")
+    if args.export_only and args.verify_integer:
+        raise UsageError("--export-only writes an integer network and --verify-integer checks a saved one; pass one")
+    for flag, on in (("--export-only", args.export_only), ("--verify-integer", args.verify_integer)):
+        if on and (not (args.quantize and args.resume) or args.weights_only):
+            raise UsageError(f"{flag} needs -q --bit B --resume CKPT, CKPT a quantised run of this script "
+                             "(not --weights-only)")
+    if args.verify_integer is not None:
+        check_existing(args.verify_integer, "--verify-integer", kind="any")
+    if args.resume and args.overwrite and not args.export_only:
         raise UsageError("--resume continues a run (or starts one from its weights) and --overwrite replaces one; "
                          "pass one of them")
     if args.resume:
@@ -308,11 +365,20 @@ def _main(argv: list[str]) -> int:
                 model.eval()  # BatchNorm is folded with its running statistics
                 # resuming: the same fractional bits as the run (they were chosen from its initial weights)
                 frac_bits = exact["args"].get("frac_bits_layers") if exact is not None else None
+                profile = resolve_profile(args.profile, args.bit)
                 quantize.prepare_qat(model, bits=args.bit, per_channel=args.per_channel, integer=True,
-                                     profile=quantize.generic_profile(args.bit),
-                                     frac_bits=frac_bits if frac_bits else args.frac_bits,
+                                     profile=profile, frac_bits=frac_bits if frac_bits else args.frac_bits,
                                      input_range=input_range(args.dataset))
                 args.frac_bits_layers = model.integer_plan.frac_bits()
+                if exact is not None:
+                    model.load_state_dict(exact["net"])
+                check_fits(model, profile, args)  # before any training: the layout must fit the chip
+        if args.export_only or args.verify_integer:
+            if exact is None:
+                raise UsageError(f"--resume {resume_path} is not a checkpoint of a {args.bit}-bit run of this "
+                                 "script with these options; pass the -q/--bit/--per-channel/--frac-bits/"
+                                 "--profile/--steps/--vth/--tau it was trained with")
+            return export_only(model, exact, resume_path, test_data, args)
         model.to(device)
         base = Path(args.out_dir) if args.out_dir else default_out_dir(args)
         out_dir = run_dir_for(base, resume=resume_path if exact is not None else None, overwrite=args.overwrite,
@@ -358,25 +424,82 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(_main, sys.argv[1:] if argv is None else list(argv), prog=COMMAND)
 
 
-def export_and_check(model, out_dir: Path, test_data, args) -> dict:
-    """Export the best checkpoint's integer network, run it on the test set next to the fake-quant model."""
+def check_fits(model, profile, args) -> None:
+    """:class:`UsageError` in one line naming ``--profile`` and every violation, if the integer network of
+    ``model`` (as it stands) does not fit ``profile``."""
+    from spikeforge import quantize
+
+    try:
+        quantize.export_integer(model, profile=profile)
+    except quantize.ProfileViolationError as error:
+        flag = f"--profile {args.profile}" if args.profile else f"--bit {args.bit} (profile {profile.name})"
+        raise UsageError(f"{flag}: the integer {args.model} violates hardware profile {profile.name!r}: "
+                         + "; ".join(error.violations)) from None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def check_integer(model, net, test_data, args, checkpoint) -> dict:
+    """Run the integer network ``net`` and the fake-quant ``model`` on the test set: every spike of every layer,
+    accuracy of both, sizes."""
+    from spikeforge import quantize
+
+    model.cpu().eval()
+    cmp = quantize.compare_spikes(model, net, test_data[0], test_data[1], batch_size=args.test_batch_size)
+    return {"model": args.model, "dataset": args.dataset, "bits": args.bit, "steps": args.steps,
+            "checkpoint": str(checkpoint), **cmp, "size_bytes": net.size_bytes(),
+            "fp32_bytes": 4 * sum(p.numel() for p in model.parameters()), "profile": net.profile.name}
+
+
+def export_and_check(model, out_dir: Path, test_data, args, checkpoint=None) -> dict:
+    """Export the integer network of ``checkpoint`` (default: the run's best) into ``out_dir/integer``, load it
+    back and check it on the test set next to the fake-quant model; the report also goes to
+    ``out_dir/integer_report.json``."""
     from spikeforge import quantize
     from spikeforge.training import load_checkpoint
 
-    best = out_dir / "checkpoint_max.pth"
-    if best.is_file():
-        model.load_state_dict(load_checkpoint(best)["net"])
+    if checkpoint is None:
+        best = out_dir / "checkpoint_max.pth"
+        if best.is_file():
+            model.load_state_dict(load_checkpoint(best)["net"])
+        checkpoint = best if best.is_file() else "final weights"
     model.cpu().eval()
-    net = quantize.export_integer(model, profile=quantize.generic_profile(args.bit))
+    net = quantize.export_integer(model, profile=resolve_profile(args.profile, args.bit))
     net.save(out_dir / "integer")
     net = quantize.load_integer(out_dir / "integer")
-    cmp = quantize.compare_spikes(model, net, test_data[0], test_data[1], batch_size=args.test_batch_size)
-    report = {"model": args.model, "dataset": args.dataset, "bits": args.bit, "steps": args.steps,
-              "checkpoint": str(best if best.is_file() else "final"), **cmp,
-              "size_bytes": net.size_bytes(), "file_bytes": net.file_bytes(out_dir / "integer"),
-              "fp32_bytes": 4 * sum(p.numel() for p in model.parameters()), "profile": net.profile.name}
-    (out_dir / "integer_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    report = check_integer(model, net, test_data, args, checkpoint)
+    report["file_bytes"] = net.file_bytes(out_dir / "integer")
+    _write_json(out_dir / "integer_report.json", report)
     return report
+
+
+def export_only(model, ckpt: dict, path: Path, test_data, args) -> int:
+    """``--export-only`` / ``--verify-integer``: no training, the checkpoint's integer network checked."""
+    from spikeforge import quantize
+
+    model.load_state_dict(ckpt["net"])
+    if args.verify_integer:
+        net = quantize.load_integer(args.verify_integer)  # IntegerFileError names a corrupt or foreign file
+        report = check_integer(model, net, test_data, args, path)
+        report["integer"] = str(args.verify_integer)
+    else:
+        base = Path(args.out_dir) if args.out_dir else Path(path).parent / f"export_{Path(path).stem}"
+        from spikeforge.training.cli import run_dir_for
+
+        out_dir = run_dir_for(base, overwrite=args.overwrite, resume_flag="--resume")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        report = export_and_check(model, out_dir, test_data, args, checkpoint=path)
+        report["integer"] = str(out_dir / "integer")
+    print(json.dumps(report, indent=2))
+    if report["mismatched_positions"] or not report["output_counts_identical"]:
+        print(f"{COMMAND}: error: the integer network's spikes differ from the fake-quant model's at "
+              f"{report['mismatched_positions']} positions", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ def test_flags_parse_like_the_reference_and_bad_values_are_named(capsys):
                           (["VGG19"], "unknown STBP model 'VGG19'")):
         with pytest.raises(SystemExit):
             cli.build_parser().parse_args(argv)
-        assert message in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err  # one line, no usage dump
     for argv, message in ((["CifarNet", "--dataset", "MNIST"], "3x32x32 images; use --dataset CIFAR10"),
                           (["MNISTNet", "--tau", "2"], "--tau is STBP's retention factor"),
                           (["MNISTNet", "--vth", "nan"], "--vth must be a finite number"),
@@ -55,6 +56,48 @@ def test_fp32_then_qat_then_exact_resume_and_integer_report(tmp_path):
     assert [r["epoch"] for r in read_metrics(q4 / "metrics.jsonl")] == [0, 1]
     saved = torch.load(q4 / "checkpoint_latest.pth", weights_only=True)["args"]
     assert saved["frac_bits_layers"]["conv1_lif"] in (0, 1, 2) and saved["bit"] == 4
+
+
+def test_export_only_verify_integer_and_their_errors(tmp_path, capsys):
+    fp32, q4 = tmp_path / "fp32", tmp_path / "q4"
+    assert cli.main(["MNISTNet", "--epochs", "1", "--out-dir", str(fp32), *TINY]) == 0
+    assert cli.main(["MNISTNet", "-q", "--bit", "4", "--epochs", "1", "--resume", str(fp32 / "checkpoint_max.pth"),
+                     "--out-dir", str(q4), "--no-export", *TINY]) == 0
+    assert not (q4 / "integer").exists()
+    capsys.readouterr()
+    # export the finished QAT run afterwards: a new folder next to the checkpoint, spikes checked
+    ckpt = str(q4 / "checkpoint_max.pth")
+    assert cli.main(["MNISTNet", "-q", "--bit", "4", "--resume", ckpt, "--export-only", *TINY]) == 0
+    report = json.loads((q4 / "export_checkpoint_max" / "integer_report.json").read_text())
+    assert report["mismatched_positions"] == 0 and report["n_images"] == 128
+    assert report["integer_acc"] == report["fake_quant_acc"] and report["spikes_fake"] == report["spikes_integer"]
+    # check a saved integer network against the checkpoint again, then a damaged copy of it
+    integer = q4 / "export_checkpoint_max" / "integer"
+    assert cli.main(["MNISTNet", "-q", "--bit", "4", "--resume", ckpt, "--verify-integer", str(integer), *TINY]) == 0
+    assert '"mismatched_positions": 0' in capsys.readouterr().out
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in integer.iterdir():
+        data = bytearray(f.read_bytes())
+        if f.suffix == ".npz":
+            data[len(data) // 2] ^= 0xFF
+        (bad / f.name).write_bytes(bytes(data))
+    assert cli.main(["MNISTNet", "-q", "--bit", "4", "--resume", ckpt, "--verify-integer", str(bad), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "arrays.npz" in err and "corrupt" in err and err.count("\n") == 1, err
+    # the export needs a quantised run of these options; an 8-bit network does not fit a 4-bit profile
+    assert cli.main(["MNISTNet", "-q", "--bit", "4", "--resume", str(fp32 / "checkpoint_max.pth"),
+                     "--export-only", *TINY]) == 2
+    assert "is not a checkpoint of a 4-bit run" in capsys.readouterr().err
+    code = cli.main(["MNISTNet", "-q", "--bit", "8", "--profile", "generic_int4", "--epochs", "1", "--resume",
+                     str(fp32 / "checkpoint_max.pth"), "--out-dir", str(tmp_path / "q8"), *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--profile generic_int4: the integer stbp_mnistnet violates hardware profile 'generic_int4'" in err
+    assert "conv 'conv2': weight codes up to 127 need 8 bits, the profile allows 4" in err
+    assert not (tmp_path / "q8" / "metrics.jsonl").exists()  # refused before training
+    assert cli.main(["MNISTNet", "--profile", "generic_int8", *TINY]) == 2
+    assert "--profile needs -q" in capsys.readouterr().err
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path, capsys):
