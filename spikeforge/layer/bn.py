@@ -54,15 +54,15 @@ class _ThresholdDependentBatchNorm(nn.modules.batchnorm._BatchNorm):
 class ThresholdDependentBatchNorm1d(_ThresholdDependentBatchNorm):
     _expected_step_dims = (2, 3)
 
-    def __init__(self, alpha: float, v_th: float, num_features: int, *args, **kwargs):
-        super().__init__(alpha, v_th, num_features, *args, **kwargs)
+    def __init__(self, alpha: float, v_th: float, *args, **kwargs):  # args: num_features, eps, momentum, ...
+        super().__init__(alpha, v_th, *args, **kwargs)
 
 
 class ThresholdDependentBatchNorm2d(_ThresholdDependentBatchNorm):
     _expected_step_dims = (4,)
 
-    def __init__(self, alpha: float, v_th: float, num_features: int, *args, **kwargs):
-        super().__init__(alpha, v_th, num_features, *args, **kwargs)
+    def __init__(self, alpha: float, v_th: float, *args, **kwargs):  # args: num_features, eps, momentum, ...
+        super().__init__(alpha, v_th, *args, **kwargs)
 
 
 class tdBatchNorm(nn.BatchNorm2d):  # noqa: N801 - the STBP name
@@ -110,8 +110,8 @@ class tdBatchNorm(nn.BatchNorm2d):  # noqa: N801 - the STBP name
 class ThresholdDependentBatchNorm3d(_ThresholdDependentBatchNorm):
     _expected_step_dims = (5,)
 
-    def __init__(self, alpha: float, v_th: float, num_features: int, *args, **kwargs):
-        super().__init__(alpha, v_th, num_features, *args, **kwargs)
+    def __init__(self, alpha: float, v_th: float, *args, **kwargs):  # args: num_features, eps, momentum, ...
+        super().__init__(alpha, v_th, *args, **kwargs)
 
 
 class _TemporalEffectiveBatchNorm(nn.modules.batchnorm._BatchNorm):
