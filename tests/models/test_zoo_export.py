@@ -3,7 +3,8 @@
 The models are ``list_models()``, each built small: ``_SMALL`` gives constructor overrides and an input size per
 name pattern; a model it does not list is built with its defaults and fed its ``pretrained_cfg.input_size``.
 A model class may declare routes it does not support as ``export_unsupported = {"script": "why", ...}`` (routes:
-``"script"``, ``"export"``, ``"compile"``); those tests are then skipped with that reason, and only then.
+``"script"``, ``"export"``, ``"compile"``); those tests are then skipped with that reason, and only then. An entry
+point may carry the same attribute, so that a model too big to build cheaply is skipped without being built.
 
 The group LIF has its own checks here: its TorchScript form (``functional.group_lif_tensors``) is the kernel the
 spec selects, for every dtype, group size, axis and tail.
@@ -18,7 +19,7 @@ import pytest
 import torch
 
 from spikeforge import functional as F
-from spikeforge.models import create_model, list_models
+from spikeforge.models import create_model, list_models, model_entrypoint
 from spikeforge.neuron import GroupLIF
 from spikeforge.spec import group_lif_spec
 
@@ -54,6 +55,9 @@ def _small_config(name: str) -> tuple[dict, tuple[int, ...] | None]:
 def _build(name: str, route: str, batch: int = 2) -> tuple[torch.nn.Module, torch.Tensor]:
     """The small model (seeded) and an input for it; skips when the model's class declares ``route`` unsupported."""
     kwargs, input_size = _small_config(name)
+    declared = dict(getattr(model_entrypoint(name), "export_unsupported", {}))  # big models: skip before building
+    if route in declared:
+        pytest.skip(f"{name}: its entry point declares {route} unsupported: {declared[route]}")
     torch.manual_seed(0)
     model = create_model(name, **kwargs)
     unsupported = dict(getattr(type(model), "export_unsupported", {}))
