@@ -189,6 +189,30 @@ def forward(x, v0, spike, one_bits, v_last, v_seq, store_v_seq, one, decay, v_r,
         v_last[lo:lo + n] = v
 
 
+# The reverse-time rows run with reassociation-free fast-math flags: FMA contraction, division through the
+# reciprocal, no signed zeros. They only ever touch gradients (the spikes come from the recompute above, which is
+# compiled strictly, so the firing decisions stay bit-identical to the forward); the gradients move by an ulp or
+# two, well inside the 1e-5 relative tolerance the kernels are tested to against the reference.
+_GRAD_FASTMATH = {"contract", "arcp", "nsz"}
+
+
+@cached_njit(nogil=True, error_model="numpy", fastmath=_GRAD_FASTMATH)
+def _surrogate_row(ht, sg, n, sid, sp, one, vth):
+    """sg[:n] = σ'(H_t − V_th) for the row ht."""
+    for i in range(n):
+        sg[i] = ht[i] - vth
+    surrogate_inplace(sid, sp, sg, n, one)
+
+
+@cached_njit(nogil=True, error_model="numpy", fastmath=_GRAD_FASTMATH)
+def _update_row(ht, gs, gv, sg, n, one, decay, vth, v_r, hard, fire_on_tie, detach_reset, scale_input_grad):
+    """∂L/∂H_t = ∂L/∂S_t·σ' + ∂L/∂V_t·∂V_t/∂H_t → ∂L/∂X_t into ht, and ∂L/∂V_{t−1} into gv."""
+    for i in range(n):
+        gh = gs[i] * sg[i] + gv[i] * reset_grad(ht[i], sg[i], one, vth, v_r, hard, fire_on_tie, detach_reset)
+        ht[i] = gh * decay if scale_input_grad else gh
+        gv[i] = gh - gh * decay
+
+
 @cached_njit(nogil=True, error_model="numpy")
 def backward(x, v0, grad_spike, gs_stride, grad_v_last, grad_v_seq, gvs_stride, grad_x, grad_v0,
              need_decay_grad, one, decay, v_r, vth, leaky, decay_input, hard, fire_on_tie, detach_reset, sid, sp,
@@ -196,12 +220,15 @@ def backward(x, v0, grad_spike, gs_stride, grad_v_last, grad_v_seq, gvs_stride, 
     """Recompute H of a chunk into grad_x's rows, then run the reverse-time recursion of the reference.
 
     Works on neurons [begin, end); returns this range's share of the decay gradient. ``grad_spike`` /
-    ``grad_v_seq`` are [T, M], or one row of zeros read with stride 0 when autograd gave none.
+    ``grad_v_seq`` are [T, M], or a single row read with stride 0: a gradient that is the same at every step
+    (``out.sum().backward()`` hands an expanded one) or, for ``grad_spike``, absent (a row of zeros).
+    ``gvs_stride`` −1 says that no gradient reached ``v_seq`` (the loop that adds it is skipped).
     """
     T = x.shape[0]
     zero = one - one
     scale_input_grad = decay_input and leaky
     gd = 0.0
+    sg = np.empty(min(chunk, max(end - begin, 0)), dtype=x.dtype)
     for lo in range(begin, end, chunk):
         n = min(chunk, end - lo)
         v = v0[lo:lo + n].copy()
@@ -213,15 +240,14 @@ def backward(x, v0, grad_spike, gs_stride, grad_v_last, grad_v_seq, gvs_stride, 
                 ht[i] = h
                 v[i] = reset(h, one if fires(h, vth, fire_on_tie) else zero, one, vth, v_r, hard)
         gv = grad_v_last[lo:lo + n].copy()
-        sg = np.empty_like(gv)
         for t in range(T - 1, -1, -1):
             ht = grad_x[t, lo:lo + n]
-            gvs = grad_v_seq[t * gvs_stride, lo:lo + n]
             gs = grad_spike[t * gs_stride, lo:lo + n]
-            for i in range(n):
-                gv[i] = gv[i] + gvs[i]
-                sg[i] = ht[i] - vth
-            surrogate_inplace(sid, sp, sg, n, one)
+            if gvs_stride >= 0:
+                gvs = grad_v_seq[t * gvs_stride, lo:lo + n]
+                for i in range(n):
+                    gv[i] = gv[i] + gvs[i]
+            _surrogate_row(ht, sg, n, sid, sp, one, vth)
             if need_decay_grad:
                 # V_{t−1} − V_r (and X_t) enter the decay gradient; H_{t−1} is still in row t − 1.
                 xt = x[t, lo:lo + n]
@@ -235,11 +261,7 @@ def backward(x, v0, grad_spike, gs_stride, grad_v_last, grad_v_seq, gvs_stride, 
                                                            detach_reset)
                     x_term = xt[i] if decay_input else zero
                     gd += gh * (x_term - (v_prev - v_r))
-            for i in range(n):
-                gh = gs[i] * sg[i] + gv[i] * reset_grad(ht[i], sg[i], one, vth, v_r, hard, fire_on_tie,
-                                                       detach_reset)
-                ht[i] = gh * decay if scale_input_grad else gh
-                gv[i] = gh - gh * decay
+            _update_row(ht, gs, gv, sg, n, one, decay, vth, v_r, hard, fire_on_tie, detach_reset, scale_input_grad)
         grad_v0[lo:lo + n] = gv
     return gd
 

@@ -281,18 +281,19 @@ class CpuKernel:
         x = (x_seq if x_seq.dtype == cdt else x_seq.to(cdt)).contiguous()
         T, M = x.shape
         v_init = v0.to(cdt).contiguous()
-        zero_row = torch.zeros((1, M), dtype=cdt)  # stands for an absent gradient, read with stride 0
-        gs = zero_row if grad_spike is None else grad_spike.to(cdt).contiguous()
-        gvs = zero_row if grad_v_seq is None else grad_v_seq.to(cdt).contiguous()
+        gs, gs_stride = _time_rows(grad_spike, T, M, cdt)
+        gvs, gvs_stride = _time_rows(grad_v_seq, T, M, cdt)
+        if grad_v_seq is None:
+            gvs_stride = -1  # nothing reached v_seq: the kernel skips that term
         gvl = torch.zeros(M, dtype=cdt) if grad_v_last is None else grad_v_last.to(cdt).contiguous()
         grad_x = torch.empty((T, M), dtype=cdt)
         grad_v0 = torch.empty(M, dtype=cdt)
         xn = _np(x)
         one, d, v_r, vth = _scalars(decay, spec, xn.dtype)
         try:
-            args = (xn, _np(v_init), _np(gs), int(grad_spike is not None), _np(gvl), _np(gvs),
-                    int(grad_v_seq is not None), _np(grad_x), _np(grad_v0), bool(need_decay_grad), one, d, v_r, vth,
-                    spec.leaky, spec.decay_input, spec.v_reset is not None, spec.fire_on_tie, spec.detach_reset,
+            args = (xn, _np(v_init), _np(gs), gs_stride, _np(gvl), _np(gvs), gvs_stride, _np(grad_x), _np(grad_v0),
+                    bool(need_decay_grad), one, d, v_r, vth, spec.leaky, spec.decay_input, spec.v_reset is not None,
+                    spec.fire_on_tie, spec.detach_reset,
                     int(spec.surrogate_id), _surrogate_constants(spec, xn.dtype))
             partials = _run_split(kernels[1], args, T, M, ("cpu.backward", xn.dtype))
         except Exception as exc:
@@ -300,6 +301,18 @@ class CpuKernel:
             return _reference_backward(saved, grad_spike, grad_v_last, grad_v_seq, decay, spec, need_decay_grad)
         grad_decay = torch.tensor(math.fsum(partials), dtype=cdt) if need_decay_grad else None
         return grad_x, grad_v0, grad_decay
+
+
+def _time_rows(grad: torch.Tensor | None, T: int, M: int, cdt: torch.dtype) -> tuple[torch.Tensor, int]:
+    """A [T, M] gradient as (rows, stride) for the kernel: the tensor itself with stride 1, or a single row read
+    with stride 0 when every step's row is the same one (``spike_seq.sum().backward()`` hands an expanded
+    tensor whose time stride is 0: materialising it would write T·M floats just to read them once) or when the
+    gradient is absent (zeros)."""
+    if grad is None:
+        return torch.zeros((1, M), dtype=cdt), 0
+    if T > 1 and grad.stride(0) == 0:
+        return grad[:1].to(cdt).contiguous(), 0
+    return grad.to(cdt).contiguous(), 1
 
 
 def _reference_forward(x_seq, v0, decay, spec, store_v_seq):

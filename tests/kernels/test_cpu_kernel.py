@@ -154,3 +154,22 @@ def test_sigmoid_exp_polynomial_is_accurate():
         rel = ((grad[0] - expected).abs() / expected)[keep]
         assert rel.max().item() < 1e-5, (sid, rel.max().item())
         assert math.isfinite(grad.abs().max().item())
+
+
+@pytest.mark.parametrize("sid", ["ATan", "Sigmoid"])
+@pytest.mark.parametrize("store_v_seq", [False, True])
+def test_expanded_gradients_match_reference(sid, store_v_seq):
+    """``out.sum().backward()`` hands the kernel gradients whose time stride is 0 (one row for every step); the
+    kernel reads that row with stride 0 instead of materialising it, and must give the reference's gradients."""
+    spec = lif_spec(2.0, True, 1.0, 0.0, getattr(surrogate, sid)().spec, False)
+    gen = torch.Generator().manual_seed(3)
+    x0 = torch.randn(6, 3, 40, generator=gen) + 0.6
+    results = {}
+    for backend in ("cpu", "reference"):
+        x = x0.clone().requires_grad_(True)
+        spike, v_last, v_seq = neuron_multi_step(x, torch.zeros(3, 40), spec, None, store_v_seq, backend=backend)
+        loss = spike.sum() + (v_seq.sum() if store_v_seq else 0.0)
+        loss.backward()
+        results[backend] = (spike, x.grad)
+    assert torch.equal(results["cpu"][0], results["reference"][0])
+    assert_close_rel(results["cpu"][1], results["reference"][1], name="grad_x")
