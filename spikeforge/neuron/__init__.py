@@ -9,7 +9,10 @@ Every neuron exposes ``module.spec`` (:class:`spikeforge.spec.NeuronSpec`) and r
 * :mod:`.group` — ``GroupLIF``, SNN-MLP's full-precision group LIF;
 * :mod:`.custom` — ``SimpleBaseNode`` / ``SimpleIFNode`` / ``SimpleLIFNode``: neurons written as Python
   ``neuronal_charge`` methods (also: subclass ``BaseNode`` and override ``neuronal_charge``), run step by step
-  on the reference path (:mod:`._dynamics`), logged once per class.
+  on the reference path (:mod:`._dynamics`), logged once per class;
+* :mod:`.extra` — more SpikingJelly 2.0 neurons (non-spiking readouts, QIF, EIF, Izhikevich, CUBA LIF, KLIF,
+  LIAF, CLIF, GLIF, RAF, ternary, OTTT/SLTT, half-threshold IF), fused where a spec law fits, else reference;
+* :mod:`.psn` — the parallel spiking neurons ``PSN``, ``MaskedPSN``, ``SlidingPSN`` (one GEMM over T).
 """
 
 from ..base import MemoryModule, StepModule
@@ -17,7 +20,28 @@ from ..spec import NeuronKind, NeuronSpec
 from .conversion import ConversionIFNode
 from .core import BaseNode, IFNode, LIFNode, LIFSpike, ParametricLIFNode
 from .custom import SimpleBaseNode, SimpleIFNode, SimpleLIFNode
+from .extra import (
+    AdaptBaseNode,
+    ComplementaryLIFNode,
+    CUBALIFNode,
+    EIFNode,
+    GatedLIFNode,
+    HalfThresholdIFNode,
+    IzhikevichNode,
+    KLIFNode,
+    LIAFNode,
+    NonSpikingBaseNode,
+    NonSpikingIFNode,
+    NonSpikingLIFNode,
+    OTTTLIFNode,
+    QIFNode,
+    RAFNode,
+    SLTTLIFNode,
+    TernaryIFNode,
+    TernaryLIFNode,
+)
 from .group import GroupLIF
+from .psn import PSN, MaskedPSN, SlidingPSN
 
 __all__ = [
     "MemoryModule",
@@ -34,4 +58,25 @@ __all__ = [
     "SimpleBaseNode",
     "SimpleIFNode",
     "SimpleLIFNode",
+    "AdaptBaseNode",
+    "ComplementaryLIFNode",
+    "CUBALIFNode",
+    "EIFNode",
+    "GatedLIFNode",
+    "HalfThresholdIFNode",
+    "IzhikevichNode",
+    "KLIFNode",
+    "LIAFNode",
+    "NonSpikingBaseNode",
+    "NonSpikingIFNode",
+    "NonSpikingLIFNode",
+    "OTTTLIFNode",
+    "QIFNode",
+    "RAFNode",
+    "SLTTLIFNode",
+    "TernaryIFNode",
+    "TernaryLIFNode",
+    "PSN",
+    "MaskedPSN",
+    "SlidingPSN",
 ]
