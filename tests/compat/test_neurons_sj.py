@@ -107,3 +107,184 @@ def test_neuron_matches_spikingjelly(case, mode):
     params_theirs = dict(theirs.named_parameters())
     for pname, p in ours.named_parameters():
         torch.testing.assert_close(p.grad, params_theirs[pname].grad, rtol=1e-9, atol=1e-12)
+
+
+def _grads_match(y_ours, y_theirs, x_ours, x_theirs, ours=None, theirs=None):
+    torch.testing.assert_close(y_ours, y_theirs, rtol=1e-10, atol=1e-12)
+    weight = torch.linspace(-1.0, 2.0, y_ours.numel(), dtype=y_ours.dtype).view_as(y_ours)
+    (y_ours * weight).sum().backward()
+    (y_theirs * weight).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_theirs.grad, rtol=1e-9, atol=1e-12)
+    assert x_theirs.grad.abs().sum() > 0
+    if ours is not None:
+        params_theirs = dict(theirs.named_parameters())
+        for pname, p in ours.named_parameters():
+            torch.testing.assert_close(p.grad, params_theirs[pname].grad, rtol=1e-9, atol=1e-12)
+
+
+def _inputs(*shape, scale=1.0, seed=0):
+    torch.manual_seed(seed)
+    x = (torch.rand(*shape, dtype=torch.float64) * 2 - 0.5) * scale
+    return x.clone().requires_grad_(), x.clone().requires_grad_()
+
+
+@pytest.mark.parametrize("decode", [None, "max-mem", "max-abs-mem", "mean-mem", "last_mem"])
+@pytest.mark.parametrize("name,args", [("NonSpikingIFNode", ()), ("NonSpikingLIFNode", (3.0,))])
+def test_non_spiking_readouts_match(name, args, decode):
+    ours, theirs = getattr(neuron, name)(*args, decode), getattr(sj_neuron, name)(*args, decode)
+    x_ours, x_theirs = _inputs(T, *SHAPE)
+    y_ours, y_theirs = ours(x_ours), theirs(x_theirs)
+    if decode is None:  # SpikingJelly returns the list of the T membranes
+        assert isinstance(y_ours, list) and len(y_ours) == T
+        y_ours, y_theirs = torch.stack(y_ours), torch.stack(y_theirs)
+    _grads_match(y_ours, y_theirs, x_ours, x_theirs)
+
+
+@pytest.mark.parametrize("mode", ["s", "m"])
+@pytest.mark.parametrize("case", ["PSN", "MaskedPSN", "MaskedPSN-annealing", "SlidingPSN", "SlidingPSN-kaiming"])
+def test_parallel_spiking_neurons_match(case, mode):
+    torch.manual_seed(1)
+    if case.startswith("MaskedPSN"):
+        lam = 0.4 if case.endswith("annealing") else 1.0
+        if mode == "s" and lam < 1:
+            pytest.skip("single-step MaskedPSN needs lambda_ >= 1 (both libraries refuse it)")
+        ours = neuron.MaskedPSN(2, T, lam, surrogate.ATan())
+        theirs = sj_neuron.MaskedPSN(2, T, lam, sj_surrogate.ATan())
+    elif case.startswith("SlidingPSN"):
+        exp_init = not case.endswith("kaiming")
+        ours, theirs = neuron.SlidingPSN(3, exp_init), sj_neuron.SlidingPSN(3, exp_init)
+    else:
+        if mode == "s":
+            pytest.skip("PSN is multi-step only")
+        ours, theirs = neuron.PSN(T), sj_neuron.PSN(T)
+    ours.load_state_dict(theirs.state_dict())
+    ours.double(), theirs.double()
+    x_ours, x_theirs = _inputs(T, *SHAPE, scale=3.0)
+    y_ours, y_theirs = _run(ours, x_ours, mode), _run(theirs, x_theirs, mode)
+    assert y_theirs.sum() > 0
+    _grads_match(y_ours, y_theirs, x_ours, x_theirs, ours, theirs)
+
+
+@pytest.mark.parametrize("inplane", [None, 3])
+def test_gated_lif_matches(inplane):
+    torch.manual_seed(2)
+    theirs = sj_neuron.GatedLIFNode(T, inplane, None, None, 0.25, 0.5, 0.5, sj_surrogate.ATan())
+    ours = neuron.GatedLIFNode(T, inplane, None, None, 0.25, 0.5, 0.5, surrogate.ATan())
+    ours.load_state_dict(theirs.state_dict())
+    ours.double(), theirs.double()
+    x_ours, x_theirs = _inputs(T, 2, 3, 2, 2, scale=2.0)
+    y_ours, y_theirs = ours(x_ours), theirs(x_theirs)
+    assert y_theirs.sum() > 0
+    torch.testing.assert_close(ours.v, theirs.v, rtol=1e-10, atol=1e-12)
+    _grads_match(y_ours, y_theirs, x_ours, x_theirs, ours, theirs)
+
+
+@pytest.mark.parametrize("mode", ["s", "m"])
+@pytest.mark.parametrize("threshold_related", [True, False])
+def test_liaf_matches(threshold_related, mode):
+    """Compared with SpikingJelly's single-step LIAF in both modes: SpikingJelly 2.0's multi-step LIAFNode falls
+    back to LIFNode's fused multi-step and returns spikes, not the analog output (a bug there); ours returns the
+    analog output in both modes."""
+    ours = neuron.LIAFNode(torch.nn.Tanh(), threshold_related, 3.0, True, 0.8, 0.0, surrogate.ATan(), step_mode=mode)
+    theirs = sj_neuron.LIAFNode(torch.nn.Tanh(), threshold_related, 3.0, True, 0.8, 0.0, sj_surrogate.ATan())
+    x_ours, x_theirs = _inputs(T, *SHAPE, scale=2.0)
+    y_ours, y_theirs = ours(x_ours) if mode == "m" else _run(ours, x_ours, "s"), _run(theirs, x_theirs, "s")
+    assert ((y_theirs != 0) & (y_theirs != 1)).any(), "the output is analog"
+    torch.testing.assert_close(ours.v, theirs.v, rtol=1e-10, atol=1e-12)
+    _grads_match(y_ours, y_theirs, x_ours, x_theirs)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("name", ["OTTTLIFNode", "SLTTLIFNode"])
+def test_online_lif_matches(name, training):
+    ours, theirs = getattr(neuron, name)(), getattr(sj_neuron, name)()
+    ours.train(training), theirs.train(training)
+    x_ours, x_theirs = _inputs(T, *SHAPE, scale=2.0)
+    outs_ours = [ours(x) for x in x_ours.double()]
+    outs_theirs = [theirs(x) for x in x_theirs.double()]
+    if name == "OTTTLIFNode" and training:  # [spike, trace] per step
+        for ours_step, theirs_step in zip(outs_ours, outs_theirs, strict=True):
+            torch.testing.assert_close(ours_step[1], theirs_step[1], rtol=1e-10, atol=1e-12)
+        outs_ours, outs_theirs = [o[0] for o in outs_ours], [o[0] for o in outs_theirs]
+    y_ours, y_theirs = torch.stack(outs_ours), torch.stack(outs_theirs)
+    torch.testing.assert_close(ours.v, theirs.v, rtol=1e-10, atol=1e-12)
+    if training:
+        _grads_match(y_ours, y_theirs, x_ours, x_theirs)
+    else:
+        torch.testing.assert_close(y_ours, y_theirs)
+
+
+# ------------------------------------------------------------------------------------------- custom neurons
+def _square_charge(self, x):
+    self.v = self.v + x.square() - 0.1 * self.v
+
+
+@pytest.mark.parametrize("mode", ["s", "m"])
+def test_custom_simple_base_node_subclass_matches(mode):
+    """SpikingJelly 2.0's documented way: subclass SimpleBaseNode and override neuronal_charge."""
+    Ours = type("OursSquare", (neuron.SimpleBaseNode,), {"neuronal_charge": _square_charge})
+    Theirs = type("TheirsSquare", (sj_neuron.SimpleBaseNode,), {"neuronal_charge": _square_charge})
+    ours, theirs = Ours(0.9, None, surrogate.ATan(), True), Theirs(0.9, None, sj_surrogate.ATan(), True)
+    x_ours, x_theirs = _inputs(T, *SHAPE, scale=1.5)
+    y_ours, y_theirs = _run(ours, x_ours, mode), _run(theirs, x_theirs, mode)
+    assert y_theirs.sum() > 0
+    torch.testing.assert_close(ours.v, theirs.v, rtol=1e-10, atol=1e-12)
+    _grads_match(y_ours, y_theirs, x_ours, x_theirs)
+
+
+@pytest.mark.parametrize("mode", ["s", "m"])
+def test_base_node_subclass_equals_spikingjelly_simple_node(mode):
+    """Our BaseNode subclassed the SpikingJelly 0.0.0.0.14 way (override neuronal_charge) computes what
+    SpikingJelly 2.0's SimpleBaseNode subclass computes (2.0's BaseNode itself no longer calls neuronal_charge);
+    the membrane starts at v_reset in BaseNode, at 0 in SimpleBaseNode, so v_reset = 0 here."""
+    Ours = type("OursSquareBase", (neuron.BaseNode,), {"neuronal_charge": _square_charge})
+    Theirs = type("TheirsSquare", (sj_neuron.SimpleBaseNode,), {"neuronal_charge": _square_charge})
+    ours, theirs = Ours(1.0, 0.0, surrogate.Sigmoid(), False), Theirs(1.0, 0.0, sj_surrogate.Sigmoid(), False)
+    x_ours, x_theirs = _inputs(T, *SHAPE, scale=1.5)
+    y_ours, y_theirs = _run(ours, x_ours, mode), _run(theirs, x_theirs, mode)
+    assert y_theirs.sum() > 0
+    _grads_match(y_ours, y_theirs, x_ours, x_theirs)
+
+
+@pytest.mark.parametrize("name", ["IFNode", "LIFNode", "ParametricLIFNode", "QIFNode", "EIFNode", "IzhikevichNode",
+                                  "KLIFNode", "HalfThresholdIFNode", "OTTTLIFNode", "SLTTLIFNode", "RAFNode",
+                                  "TernaryIFNode", "TernaryLIFNode", "CUBALIFNode", "SimpleIFNode", "SimpleLIFNode",
+                                  "ComplementaryLIFNode", "MaskedPSN", "SlidingPSN", "PSN", "GatedLIFNode",
+                                  "NonSpikingIFNode", "NonSpikingLIFNode"])
+def test_signature_matches_spikingjelly(name):
+    """Every parameter of SpikingJelly's constructor exists here, in the same positional order with the same
+    default (surrogates compared by class and alpha); spikeforge-only parameters are keyword-only."""
+    import inspect
+
+    ours = inspect.signature(getattr(neuron, name).__init__).parameters
+    theirs = inspect.signature(getattr(sj_neuron, name).__init__).parameters
+    positional = [p for p in ours.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    assert [p.name for p in positional] == list(theirs), name
+    for p in positional:
+        default = theirs[p.name].default
+        if isinstance(default, sj_surrogate.SurrogateFunctionBase):
+            # None means "the default surrogate" here; check which one the module ends up with
+            continue
+        assert p.default == default, (name, p.name, p.default, default)
+    for p in ours.values():
+        if p.name not in theirs and p.name != "self":
+            assert p.kind is p.KEYWORD_ONLY, (name, p.name)
+
+
+REQUIRED_ARGS = {"MaskedPSN": (2, 4), "SlidingPSN": (2,), "PSN": (4,), "GatedLIFNode": (4,),
+                 "SimpleLIFNode": (2.0, True)}
+
+
+@pytest.mark.parametrize("name", ["IFNode", "LIFNode", "ParametricLIFNode", "QIFNode", "EIFNode", "IzhikevichNode",
+                                  "KLIFNode", "HalfThresholdIFNode", "OTTTLIFNode", "SLTTLIFNode", "RAFNode",
+                                  "TernaryIFNode", "CUBALIFNode", "SimpleIFNode", "SimpleLIFNode",
+                                  "ComplementaryLIFNode", "MaskedPSN", "SlidingPSN", "PSN", "GatedLIFNode"])
+def test_default_surrogate_and_state_match_spikingjelly(name):
+    args = REQUIRED_ARGS.get(name, ())
+    ours, theirs = getattr(neuron, name)(*args), getattr(sj_neuron, name)(*args)
+    assert type(ours.surrogate_function).__name__ == type(theirs.surrogate_function).__name__
+    assert ours.surrogate_function.alpha == theirs.surrogate_function.alpha
+    for attr in ("v", "w", "c", "u", "m", "step_mode", "tau", "v_threshold", "v_reset", "detach_reset",
+                 "decay_input", "store_v_seq"):
+        if hasattr(theirs, attr) and not isinstance(getattr(theirs, attr), torch.Tensor):
+            assert getattr(ours, attr) == getattr(theirs, attr), (name, attr)
