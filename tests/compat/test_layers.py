@@ -271,8 +271,6 @@ def sjl():
 
 # SpikingJelly 2.0 public layer classes spikeforge does not provide (yet), with the reason
 NOT_PROVIDED = {
-    "SpikingSelfAttention", "QKAttention", "TokenQKAttention", "ChannelQKAttention", "SpikeDrivenSelfAttention",
-    # ^ transformer blocks that build their own LIF neurons (Spikformer / QKFormer / Spike-driven Transformer)
     "OTTTSequential", "GradwithTrace", "SpikeTraceOp", "ReplaceforGrad",  # OTTT online-training plumbing
 }
 
@@ -437,3 +435,37 @@ def test_drop_connect_matches_spikingjelly_with_the_same_random_stream(sjl):
     torch.manual_seed(16)
     yb = b(x)
     torch.testing.assert_close(yb, ya)
+
+
+@pytest.mark.parametrize("name,shape", [("SpikingSelfAttention", (4, 2, 8, 16)), ("TokenQKAttention", (3, 2, 8, 5)),
+                                        ("ChannelQKAttention", (3, 2, 8, 5)),
+                                        ("SpikeDrivenSelfAttention", (3, 2, 8, 3, 3))])
+def test_spiking_attention_blocks_match_spikingjelly(sjl, name, shape):
+    # neuron keyword arguments go to every neuron (a low threshold, so that every LIF layer fires)
+    a, b = _same_init(getattr(sjl, name), getattr(layer, name), 8, num_heads=2, v_threshold=0.25)
+    assert b.attn_lif.v_threshold == 0.25
+    with torch.no_grad():  # and larger BN gains
+        for m in a.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.weight.uniform_(2.0, 4.0)
+    b.load_state_dict(a.state_dict())
+    torch.manual_seed(17)
+    x = (torch.rand(shape) > 0.5).float()
+    _compare(a, b, x)
+    functional.reset_net(b)
+    y = b(x) - (x if name == "SpikeDrivenSelfAttention" else 0)
+    assert y.abs().sum() > 0
+
+
+def test_spiking_attention_blocks_by_hand_shapes():
+    x = torch.rand(2, 2, 8, 4)
+    for cls in (layer.SpikingSelfAttention, layer.TokenQKAttention, layer.ChannelQKAttention):
+        block = cls(8, num_heads=2)
+        assert block(x).shape == x.shape
+        assert isinstance(block.proj_lif, neuron.LIFNode) and block.proj_lif.step_mode == "m"
+        assert block.attn_lif.v_threshold == 0.5
+    sdsa = layer.SpikeDrivenSelfAttention(8, 4, spiking_neuron=neuron.IFNode)
+    assert isinstance(sdsa.q_lif, neuron.IFNode)
+    assert sdsa(torch.rand(2, 1, 8, 2, 2)).shape == (2, 1, 8, 2, 2)
+    with pytest.raises(ValueError, match="divisible"):
+        layer.SpikingSelfAttention(6, num_heads=4)
