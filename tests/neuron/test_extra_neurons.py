@@ -18,7 +18,7 @@ def trace(node, xs, *states):
     for x in xs:
         outs.append(node(torch.tensor([x], dtype=torch.float64)).item())
         for s in states:
-            seqs[s].append(float(getattr(node, s)))
+            seqs[s].append(float(torch.as_tensor(getattr(node, s)).detach()))
     return outs, seqs
 
 
