@@ -241,7 +241,7 @@ def test_gated_lif_hand_trace():
         for p in (node.alpha, node.beta, node.gamma):
             p.zero_()  # all three gates = 1/2
     logit = lambda p: -math.log(1 / p - 1)  # noqa: E731
-    assert float(node.tau) == pytest.approx(logit(0.25)) and node.conduct.shape == (3,)
+    assert float(node.tau.detach()) == pytest.approx(logit(0.25)) and node.conduct.shape == (3,)
     tau, vth, decay, vsub, cond, half = 0.25, 0.5, 0.5 / 6, 0.5, 0.5, 0.5
     k = 1 - half * (1 - tau)
     v, s, expected = 0.0, 0.0, []
