@@ -342,3 +342,108 @@ def test_rule_functions_match_spikingjelly(sj):
     e = torch.rand(3, 4, dtype=torch.float64)
     torch.testing.assert_close(learning.mstdpet_reward_step(0.7, e, e * 2, tau_trace=3.0),
                                fl.mstdpet_reward_step(0.7, e, e * 2, tau_trace=3.0))
+
+
+# ---- online training loops -------------------------------------------------------------------------------------
+
+
+def _mse(y, target):
+    return ((y - target) ** 2).mean()
+
+
+@pytest.mark.parametrize("online", [True, False])
+def test_ottt_online_training_by_hand(online):
+    torch.manual_seed(8)
+    model = nn.Linear(3, 2)
+    ref = nn.Linear(3, 2)
+    ref.load_state_dict(model.state_dict())
+    x, target = torch.rand(4, 5, 3), torch.rand(4, 5, 2)  # batch-first [N, T, ...]
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    total, ys = learning.ottt_online_training(model, opt, x, target, _mse, online)
+    assert ys.shape == (4, 5, 2)
+    # by hand: per-step SGD (online) or one SGD step on the summed per-step losses
+    opt_ref = torch.optim.SGD(ref.parameters(), lr=0.5)
+    expected_total = 0.0
+    opt_ref.zero_grad()
+    for t in range(5):
+        if online:
+            opt_ref.zero_grad()
+        loss = _mse(ref(x[:, t]), target[:, t])
+        loss.backward()
+        expected_total += loss.item()
+        if online:
+            opt_ref.step()
+    if not online:
+        opt_ref.step()
+    assert total.item() == pytest.approx(expected_total, rel=1e-6)
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def test_fptt_first_steps_by_hand():
+    torch.manual_seed(9)
+    alpha, lr = 0.5, 0.1
+    model = nn.Linear(2, 1, bias=False)
+    w0 = model.weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    w_ra = learning.fptt_online_training_init_w_ra(opt)
+    torch.testing.assert_close(w_ra[0], w0)
+    x, target = torch.rand(2, 3, 2), torch.rand(2, 3, 1)  # T = 2
+
+    def grad_at(w, t):
+        w = w.clone().requires_grad_(True)
+        _mse(x[t] @ w.T, target[t]).backward()
+        return w.grad
+
+    learning.fptt_online_training(model, opt, x, target, _mse, alpha, w_ra)
+    # t = 0: the proximal term is 0 at W = W̄ = W0 (and ∇_{-1} = 0), so a plain SGD step
+    w1 = w0 - lr * grad_at(w0, 0)
+    g1 = grad_at(w1, 0)                      # the plain step loss at the new weights
+    w_ra1 = (w0 + w1) / 2 - g1 / (2 * alpha)
+    # t = 1: loss + α/2 · mean((W − W̄ − g1/(2α))²)
+    target_w = w_ra1 + g1 / (2 * alpha)
+    w2 = w1 - lr * (grad_at(w1, 1) + alpha * (w1 - target_w) / w1.numel())
+    torch.testing.assert_close(w_ra[0], w_ra1)
+    torch.testing.assert_close(model.weight.detach(), w2)
+
+
+def _twin_nets(sj_layer, sj_neuron):
+    torch.manual_seed(10)
+    a = nn.Sequential(sj_layer.Linear(4, 3), sj_neuron.LIFNode())
+    b = nn.Sequential(layer.Linear(4, 3), neuron.LIFNode())
+    with torch.no_grad():
+        a[0].weight.uniform_(0.0, 1.0)
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+@pytest.mark.parametrize("method", ["ottt_online", "ottt_offline", "fptt"])
+def test_online_training_matches_spikingjelly(sj, method):
+    sjl = pytest.importorskip("spikingjelly.activation_based.layer")
+    sjn = pytest.importorskip("spikingjelly.activation_based.neuron")
+    sjf = pytest.importorskip("spikingjelly.activation_based.functional")
+    sjo, ours = sj.online_learning, learning.online_learning  # the module path SpikingJelly uses
+    a, b = _twin_nets(sjl, sjn)
+    torch.manual_seed(11)
+    opt_a, opt_b = torch.optim.SGD(a.parameters(), lr=0.5), torch.optim.SGD(b.parameters(), lr=0.5)
+    if method == "fptt":
+        x, target = torch.rand(4, 2, 4) * 2, (torch.rand(4, 2, 3) > 0.5).float()  # time-first
+        ra_a, ra_b = sjo.fptt_online_training_init_w_ra(opt_a), ours.fptt_online_training_init_w_ra(opt_b)
+        sjo.fptt_online_training(a, opt_a, x, target, _mse, 0.5, ra_a)
+        ours.fptt_online_training(b, opt_b, x, target, _mse, 0.5, ra_b)
+        for u, v in zip(ra_a, ra_b, strict=True):
+            torch.testing.assert_close(v, u)
+    else:
+        x, target = torch.rand(2, 4, 4) * 2, (torch.rand(2, 4, 3) > 0.5).float()  # batch-first
+        online = method == "ottt_online"
+        la, ya = sjo.ottt_online_training(a, opt_a, x, target, _mse, online)
+        lb, yb = ours.ottt_online_training(b, opt_b, x, target, _mse, online)
+        torch.testing.assert_close(lb, la)
+        torch.testing.assert_close(yb, ya)
+    sjf.reset_net(a)
+    moved = False
+    for (name, pa), pb, p0 in zip(a.named_parameters(), b.parameters(), _twin_nets(sjl, sjn)[1].parameters(),
+                                  strict=True):
+        torch.testing.assert_close(pb, pa, msg=name)
+        moved = moved or not torch.equal(pb, p0)
+    assert moved
