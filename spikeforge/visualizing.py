@@ -20,6 +20,8 @@ __all__ = [
     "plot_2d_heatmap",
     "plot_one_neuron_v_s",
     "plot_2d_feature_map",
+    "plot_2d_spiking_feature_map",
+    "plot_2d_bar_in_3d",
     "plot_training_curves",
     "save_run_plots",
 ]
@@ -170,6 +172,40 @@ def plot_2d_feature_map(x3d, nrows: int, ncols: int, space: int, title: str,
     ax.imshow(canvas, cmap="gray", interpolation="nearest")
     ax.set_title(title)
     ax.axis("off")
+    return fig, ax
+
+
+def plot_2d_spiking_feature_map(x3d, nrows: int, ncols: int, space: int, title: str,
+                                figsize: tuple[float, float] = (12, 8), dpi: int = 200):
+    """SpikingJelly 0.0.0.0.14's name for :func:`plot_2d_feature_map` of a spike map ``[C, H, W]`` (only 0 and
+    1 allowed; spikes white on black). Returns ``(fig, ax)``."""
+    spikes = _as_array(x3d, "x3d", 3)
+    if not np.isin(spikes, (0, 1)).all():
+        raise ValueError("x3d must hold only 0 and 1 (spikes); use plot_2d_feature_map for analog maps")
+    return plot_2d_feature_map(spikes, nrows, ncols, space, title, figsize, dpi)
+
+
+def plot_2d_bar_in_3d(array, title: str, xlabel: str, ylabel: str, zlabel: str, int_x_ticks: bool = True,
+                      int_y_ticks: bool = True, int_z_ticks: bool = False, dpi: int = 200):
+    """A 3-d bar chart of ``array`` ``[T, N]``: one row of bars per neuron n (at x = n, coloured by n), the bar
+    at y = t of height ``array[t, n]`` (z). Returns ``(fig, ax)`` with ``ax`` a 3-d axes."""
+    array = _as_array(array, "array", 2)
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig = plt.figure(dpi=dpi)
+    ax = fig.add_subplot(111, projection="3d")
+    colors = plt.get_cmap("tab10")
+    steps = np.arange(array.shape[0])
+    for n in range(array.shape[1]):
+        ax.bar(steps, array[:, n], n, zdir="x", color=colors(n % 10), alpha=0.8)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_zlabel(zlabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=int_x_ticks))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=int_y_ticks))
+    ax.zaxis.set_major_locator(MaxNLocator(integer=int_z_ticks))
     return fig, ax
 
 
