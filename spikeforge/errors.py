@@ -248,7 +248,8 @@ def load_plain(path, *, what: str = "checkpoint", error: type[Exception] = UserE
         if found:
             raise error(f"{what} {path} holds objects other than tensors and plain data (it refers to "
                         f"{found.group(1)}); it was not loaded, because unpickling such objects could run code. "
-                        f"Only tensors, dicts, lists, tuples, strings and numbers are read"
+                        f"Only tensors, dicts, lists, tuples, strings and numbers"
+                        + "".join(f", {c.__module__}.{c.__qualname__}" for c in allowed_globals) + " are read"
                         + (f". {objects_advice}" if objects_advice else "")) from None
         operand = re.search(r"Unsupported operand (\d+)", str(e))
         detail = f" (pickle operand {operand.group(1)} is not allowed)" if operand else ""

@@ -51,6 +51,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from .. import functional as F
 from .. import surrogate
 from ..errors import UsageError
 from ..neuron import LIFNode
@@ -70,7 +71,9 @@ class MultiStepLIF(LIFNode):
     """The reference's neuron (SpikingJelly 0.0.0.0.12 ``MultiStepLIFNode(tau=2.0, detach_reset=True)``) as a
     spikeforge :class:`~spikeforge.neuron.LIFNode`: multi-step, tau 2, ``V_reset = 0``, Sigmoid(alpha=4)
     surrogate, fused kernels. Each call is one whole sequence ``[T, ...]`` starting from ``V = 0`` (the reference
-    resets the network after every batch; here the reset is part of the call)."""
+    resets the network after every batch; here every call starts from rest), so the module keeps no state
+    between calls (``v`` stays at rest; ``store_v_seq=True`` keeps the last call's membrane in ``v_seq``). No
+    state is written during a forward, which keeps ``torch.export`` and ``torch.compile`` graphs pure."""
 
     def __init__(self, v_threshold: float = 1.0, backend: str | None = None):
         super().__init__(tau=2.0, decay_input=True, v_threshold=v_threshold, v_reset=0.0,
@@ -78,8 +81,15 @@ class MultiStepLIF(LIFNode):
                          backend=backend)
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        self.reset()
-        return super().multi_step_forward(x_seq)
+        F.check_sequence(x_seq, "x_seq")
+        spike_seq, _, v_seq = F.neuron_multi_step(x_seq, 0.0, self._kernel_spec(), None, self.store_v_seq,
+                                                  self.backend)
+        if self.store_v_seq:
+            self.v_seq = v_seq
+        return spike_seq
+
+    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("MultiStepLIF runs whole sequences [T, ...]; keep step_mode='m'")
 
 
 def _merge(x: torch.Tensor) -> torch.Tensor:
@@ -309,6 +319,11 @@ class MetaSpikeFormer(nn.Module):
     num_classes]`` logits averaged over time. Every neuron starts from rest at each call.
     """
 
+    # torch.export and torch.compile work (the fused LIF is a custom op); TorchScript cannot compile the
+    # kernel road of spikeforge.functional (an autograd.Function / custom op chosen from the neuron spec)
+    export_unsupported = {"script": "the LIF neurons run the fused kernels through spikeforge.functional, which "
+                                    "TorchScript cannot compile; use torch.export or torch.compile"}
+
     def __init__(self, img_size_h: int = 224, img_size_w: int = 224, patch_size: int = 16, in_channels: int = 3,
                  num_classes: int = 1000, embed_dim: Sequence[int] = (128, 256, 512, 640), num_heads: int = 8,
                  mlp_ratios: int = 4, qkv_bias: bool = False, qk_scale=None, drop_rate: float = 0.0,
@@ -432,6 +447,8 @@ class MetaSpikeFormerFeatures(nn.Module):
     ``[T, N, C, H, W]``). The classifier (``lif``, ``head``, ``head_kd``) is dropped; the other module names are
     the classifier's, so its state_dict (minus the head) loads here.
     """
+
+    export_unsupported = MetaSpikeFormer.export_unsupported
 
     def __init__(self, model: MetaSpikeFormer, out_indices: Sequence[int] = (0, 1, 2, 3),
                  feature_time: str = "mean"):
