@@ -12,7 +12,8 @@ Every neuron exposes ``module.spec`` (:class:`spikeforge.spec.NeuronSpec`) and r
   on the reference path (:mod:`._dynamics`), logged once per class;
 * :mod:`.extra` — more SpikingJelly 2.0 neurons (non-spiking readouts, QIF, EIF, Izhikevich, CUBA LIF, KLIF,
   LIAF, CLIF, GLIF, RAF, ternary, OTTT/SLTT, half-threshold IF), fused where a spec law fits, else reference;
-* :mod:`.psn` — the parallel spiking neurons ``PSN``, ``MaskedPSN``, ``SlidingPSN`` (one GEMM over T).
+* :mod:`.psn` — the parallel spiking neurons ``PSN``, ``MaskedPSN``, ``SlidingPSN`` (one GEMM over T);
+* :mod:`.research` — DSR IF/LIF (rate-based backward), the ILC population neurons, the activation-aware IF.
 """
 
 from ..base import MemoryModule, StepModule
@@ -42,6 +43,15 @@ from .extra import (
 )
 from .group import GroupLIF
 from .psn import PSN, MaskedPSN, SlidingPSN
+from .research import (
+    ActivationAwareIFNode,
+    DSRIFNode,
+    DSRLIFNode,
+    ILCBaseNode,
+    ILCCUBALIFNode,
+    ILCIFNode,
+    ILCLIFNode,
+)
 
 __all__ = [
     "MemoryModule",
@@ -79,4 +89,11 @@ __all__ = [
     "PSN",
     "MaskedPSN",
     "SlidingPSN",
+    "ActivationAwareIFNode",
+    "DSRIFNode",
+    "DSRLIFNode",
+    "ILCBaseNode",
+    "ILCCUBALIFNode",
+    "ILCIFNode",
+    "ILCLIFNode",
 ]

@@ -250,7 +250,9 @@ def test_base_node_subclass_equals_spikingjelly_simple_node(mode):
                                   "KLIFNode", "HalfThresholdIFNode", "OTTTLIFNode", "SLTTLIFNode", "RAFNode",
                                   "TernaryIFNode", "TernaryLIFNode", "CUBALIFNode", "SimpleIFNode", "SimpleLIFNode",
                                   "ComplementaryLIFNode", "MaskedPSN", "SlidingPSN", "PSN", "GatedLIFNode",
-                                  "NonSpikingIFNode", "NonSpikingLIFNode"])
+                                  "NonSpikingIFNode", "NonSpikingLIFNode", "DSRIFNode", "DSRLIFNode", "ILCBaseNode",
+                                  "ILCIFNode", "ILCLIFNode", "ILCCUBALIFNode", "ActivationAwareIFNode", "AdaptBaseNode",
+                                  "NonSpikingBaseNode", "SimpleBaseNode"])
 def test_signature_matches_spikingjelly(name):
     """Every parameter of SpikingJelly's constructor exists here, in the same positional order with the same
     default (surrogates compared by class and alpha); spikeforge-only parameters are keyword-only."""
@@ -288,3 +290,61 @@ def test_default_surrogate_and_state_match_spikingjelly(name):
                  "decay_input", "store_v_seq"):
         if hasattr(theirs, attr) and not isinstance(getattr(theirs, attr), torch.Tensor):
             assert getattr(ours, attr) == getattr(theirs, attr), (name, attr)
+
+
+# ----------------------------------------------------------------------------------------- research neurons
+@pytest.mark.parametrize("train_vth", [True, False])
+@pytest.mark.parametrize("name,args", [("DSRIFNode", (T, 1.5, 0.5)), ("DSRLIFNode", (T, 0.12, 2.0, 0.05, 0.3))])
+def test_dsr_neurons_match(name, args, train_vth):
+    """float32 (SpikingJelly's DSR forward always emits float32 spikes)."""
+    ours, theirs = getattr(neuron, name)(*args, train_vth), getattr(sj_neuron, name)(*args, train_vth)
+    torch.manual_seed(4)
+    x = torch.rand(T, *SHAPE) * 2 - 0.5
+    if name == "DSRIFNode":  # rates below 0, inside [0, V_th] and above V_th
+        x[:, 0] += 2.0
+        x[:, 1] -= 1.0
+    else:  # weighted rates on both sides of V_th·tau/dt = 4.8
+        x = x * 6.0
+    x_ours, x_theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_ours, y_theirs = ours(x_ours), theirs(x_theirs)
+    assert y_theirs.abs().sum() > 0
+    torch.testing.assert_close(y_ours, y_theirs)
+    weight = torch.linspace(-1.0, 2.0, y_ours.numel()).view_as(y_ours)
+    (y_ours * weight).sum().backward()
+    (y_theirs * weight).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_theirs.grad)
+    assert x_theirs.grad.abs().sum() > 0
+    if train_vth:
+        assert theirs.v_threshold.grad != 0
+        torch.testing.assert_close(ours.v_threshold.grad, theirs.v_threshold.grad)
+
+
+@pytest.mark.parametrize("name,args", [("ILCIFNode", (2, 3)), ("ILCLIFNode", (2, 3, 0.6, 0.8)),
+                                       ("ILCCUBALIFNode", (2, 3, 0.5, 0.75, 0.5))])
+def test_ilc_neurons_match(name, args):
+    torch.manual_seed(3)
+    ours, theirs = getattr(neuron, name)(*args), getattr(sj_neuron, name)(*args)
+    ours.load_state_dict(theirs.state_dict())
+    ours.double(), theirs.double()
+    x_ours, x_theirs = _inputs(T, 4, 6, scale=1.5)
+    y_ours = ours(x_ours)
+    y_theirs = theirs(x_theirs.clone())  # SpikingJelly adds the recurrent term into its input in place
+    assert y_theirs.sum() > 0
+    _grads_match(y_ours, y_theirs, x_ours, x_theirs, ours, theirs)
+
+
+@pytest.mark.parametrize("mode", ["s", "m"])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_activation_aware_if_matches(per_channel, mode):
+    vth = torch.tensor([0.5, 1.0, 1.5, 0.8]) if per_channel else 0.9
+    off = torch.tensor([0.1, -0.2, 0.0, 0.3]) if per_channel else 0.1
+    ours = neuron.ActivationAwareIFNode(vth, off, -1, None, surrogate.ATan(), False, "s", True)
+    theirs = sj_neuron.ActivationAwareIFNode(vth, off, -1, None, sj_surrogate.ATan(), False, "s", True)
+    ours.double(), theirs.double()
+    x_ours, x_theirs = _inputs(T, *SHAPE)
+    y_ours, y_theirs = _run(ours, x_ours, mode), _run(theirs, x_theirs, mode)
+    assert y_theirs.sum() > 0
+    torch.testing.assert_close(ours.v, theirs.v, rtol=1e-10, atol=1e-12)
+    if mode == "m":
+        torch.testing.assert_close(ours.v_seq, theirs.v_seq, rtol=1e-10, atol=1e-12)
+    _grads_match(y_ours, y_theirs, x_ours, x_theirs)
