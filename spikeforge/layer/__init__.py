@@ -27,3 +27,10 @@ from .stateless import _MaxPoolSavingIndices, _step_layer  # noqa: F401
 
 __all__ = [*stateless.__all__, *container.__all__, *misc.__all__, *dropout.__all__, *bn.__all__,
            *attention.__all__, *online_learning.__all__]
+
+# the public classes are documented, named in messages and pickled as spikeforge.layer.<Name>
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
+del _name, _obj
