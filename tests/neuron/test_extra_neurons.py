@@ -306,3 +306,59 @@ def test_sliding_psn_exp_kernel_and_modes_agree():
     assert torch.stack([node(xt) for xt in x]).equal(multi)
     node.reset()
     assert node.queue == ()
+
+
+# -------------------------------------------------------------------------------------- research neurons
+def test_dsr_if_forward_and_rate_backward():
+    node = neuron.DSRIFNode(T=4, v_threshold=1.0, alpha=0.5)
+    x = torch.tensor([[0.3, 2.0, -0.5]] * 4, requires_grad=True)
+    out = node(x)
+    # column 0: V .3, .6 (>= .5: emit 1, V -.4), -.1, .2 -> [0, 1, 0, 0]; column 1 fires every step
+    assert out[:, 0].tolist() == [0.0, 1.0, 0.0, 0.0] and out[:, 1].tolist() == [1.0] * 4
+    assert out[:, 2].tolist() == [0.0] * 4
+    (out * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    # rates .3 (inside [0, 1]), 2 (above), -.5 (below): dL/dX_t = (sum_t dL/dS_t)/T inside only
+    assert x.grad[:, 0].tolist() == pytest.approx([1.0] * 4)
+    assert x.grad[:, 1].tolist() == [0.0] * 4 and x.grad[:, 2].tolist() == [0.0] * 4
+    assert float(node.v_threshold.grad) == pytest.approx(2.0 * 4)  # the column above V_th
+    with pytest.raises(ValueError, match="step_mode must be 'm'"):
+        node.step_mode = "s"
+
+
+def test_dsr_lif_forward_trace():
+    node = neuron.DSRLIFNode(T=3, v_threshold=0.2, tau=2.0, delta_t=0.5, alpha=0.5, v_threshold_training=False)
+    beta = math.exp(-0.5 / 2.0)
+    v, expected = 0.0, []
+    for x in (1.0, 1.0, 1.0):
+        v = beta * v + (1 - beta) * x
+        s = 0.2 if v >= 0.1 else 0.0
+        v -= s
+        expected.append(s / 0.5)
+    assert node(torch.ones(3, 1))[:, 0].tolist() == pytest.approx(expected)
+    assert node.weight_rate_spikes(torch.ones(3, 2), 2.0, 0.5).tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_ilc_if_feeds_its_spikes_back_through_the_population_conv():
+    node = neuron.ILCIFNode(1, 2, 1.0, 0.0)
+    with torch.no_grad():
+        node.conn.weight.copy_(torch.tensor([[[0.0, 0.5]], [[0.25, 0.0]]]))
+        node.conn.bias.zero_()
+    x = torch.tensor([[[1.2, 0.3]], [[0.0, 0.3]], [[0.0, 0.3]]], requires_grad=True)
+    out = node(x)
+    # step 0: V (1.2, .3) -> spikes (1, 0), V (0, .3); recurrent = (0.5·0, 0.25·1) = (0, .25)
+    # step 1: V (0, .85) no spike; recurrent 0; step 2: V (0, 1.15) -> spike on unit 1
+    assert out[:, 0].tolist() == [[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]
+    assert x[1, 0, 1].item() == pytest.approx(0.3)  # the input is not modified
+    out.sum().backward()
+    assert node.conn.weight.grad is not None
+
+
+def test_activation_aware_if_offset_and_channel_thresholds():
+    node = neuron.ActivationAwareIFNode(torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.0]), -1, None,
+                                        step_mode="m", store_v_seq=True)
+    out = node(torch.tensor([[0.6, 1.5], [0.6, 1.5]]))
+    # channel 0: H .6 + .5 >= 1 fires (V -.4), H .2 +.5 < 1; channel 1: H 1.5, 3 (fires, V 1)
+    assert out.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    torch.testing.assert_close(node.v_seq, torch.tensor([[-0.4, 1.5], [0.2, 1.0]]))
+    with pytest.raises(ValueError, match="channels"):
+        node(torch.rand(2, 3))
