@@ -131,3 +131,18 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     records = read_metrics(out / "metrics.jsonl")
     assert len(records) == 1 and records[0]["train_acc"] is not None and (out / "checkpoint_max.pth").is_file()
     assert json.loads(json.dumps(torch.load(out / "checkpoint_latest.pth", weights_only=True)["world_size"])) == 2
+
+
+def test_resnet18_trains_through_the_cli_on_generated_cifar10(tmp_path):
+    # CifarNet trains a few steps in test_models (its 45M-parameter checkpoints are too big to write here)
+    from .cifar_files import write_cifar
+
+    folder, _ = write_cifar(tmp_path, "binary", n_per_batch=2)  # 10 training images, 2 test images
+    out = tmp_path / "run"
+    argv = ["ResNet18", "--dataset", "CIFAR10", "--data-dir", str(folder), "--epochs", "1", "-b", "4",
+            "--test-batch-size", "2", "--out-dir", str(out), "--no-progress", "--threads", "1", "--steps", "1"]
+    assert cli.main(argv) == 0
+    (record,) = read_metrics(out / "metrics.jsonl")
+    assert record["epoch"] == 0 and 0.0 <= record["test_acc"] <= 1.0 and record["train_loss"] > 0
+    saved = torch.load(out / "checkpoint_latest.pth", weights_only=True)
+    assert saved["args"]["model"] == "stbp_resnet18" and saved["args"]["dataset"] == "CIFAR10"
