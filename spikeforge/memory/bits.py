@@ -6,7 +6,9 @@ while it is active, any tensor autograd saves that *is* the given input (same st
 packed; every other saved tensor (weights, ...) is kept as it is. The consumer's backward then receives the very
 same values, so its gradients are unchanged.
 
-Whether an input is binary is never guessed from its values: the caller says so, from the producer neuron's
+Bits are stored least significant first (element 8i + k is bit k of byte i); with numba, packing and
+unpacking are one parallel pass (:mod:`._fast`). Whether an input is binary is never guessed from its values:
+the caller says so, from the producer neuron's
 ``spec.binary_output`` (see :mod:`spikeforge.memory.transform`).
 """
 
@@ -16,17 +18,23 @@ import contextlib
 
 import torch
 
+from . import _fast
+
 __all__ = ["pack_bits", "unpack_bits", "packed_nbytes", "saved_as_bits", "BitPackedMaxPool"]
 
-_SHIFTS = {}
+_TABLES: dict = {}
+# the 8 bytes of an int64 (each 0 or 1) times this constant carry byte k to bit 56 + k, without carries
+_GATHER = 0x0102040810204080
 
 
-def _shifts(device: torch.device) -> torch.Tensor:
-    shifts = _SHIFTS.get(device)
-    if shifts is None:
-        shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=device)
-        _SHIFTS[device] = shifts
-    return shifts
+def _table(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[256, 8]: the 8 bits of every byte value, least significant first, as ``dtype``."""
+    key = (dtype, device)
+    table = _TABLES.get(key)
+    if table is None:
+        table = ((torch.arange(256, device=device).unsqueeze(1) >> torch.arange(8, device=device)) & 1).to(dtype)
+        _TABLES[key] = table
+    return table
 
 
 def packed_nbytes(numel: int) -> int:
@@ -35,21 +43,31 @@ def packed_nbytes(numel: int) -> int:
 
 
 def pack_bits(x: torch.Tensor) -> torch.Tensor:
-    """``x != 0`` as bits, most significant bit first: a flat uint8 tensor of ⌈numel/8⌉ bytes."""
+    """``x != 0`` as bits, element 8i + k in bit k of byte i: a flat uint8 tensor of ⌈numel/8⌉ bytes."""
+    if _fast.available(x):
+        return _fast.pack(x)
     flat = (x.reshape(-1) != 0)
     pad = (-flat.numel()) % 8
     if pad:
         flat = torch.cat([flat, flat.new_zeros(pad)])
-    groups = flat.view(-1, 8).to(torch.uint8)
-    return (groups << _shifts(x.device)).sum(1, dtype=torch.uint8)
+    words = flat.view(torch.uint8).view(torch.int64)  # 8 spikes per word, one per byte
+    return ((words * _GATHER) >> 56).bitwise_and_(0xFF).to(torch.uint8)
 
 
-def unpack_bits(packed: torch.Tensor, shape, dtype: torch.dtype, scale=None) -> torch.Tensor:
-    """The inverse of :func:`pack_bits`: a ``dtype`` tensor of ``shape`` holding 0 and ``scale`` (default 1)."""
+def unpack_bits(packed: torch.Tensor, shape, dtype: torch.dtype, scale=None, start: int = 0) -> torch.Tensor:
+    """The inverse of :func:`pack_bits`: a ``dtype`` tensor of ``shape`` holding 0 and ``scale`` (default 1).
+
+    ``start`` (a multiple of 8) unpacks the elements from ``start`` on, for a part of the packed tensor.
+    """
     shape = torch.Size(shape)
     n = shape.numel()
-    bits = (packed.unsqueeze(1) >> _shifts(packed.device)) & 1
-    out = bits.view(-1)[:n].to(dtype).view(shape)
+    if start % 8:
+        raise ValueError("start must be a multiple of 8")
+    part = packed[start // 8: start // 8 + packed_nbytes(n)]
+    if _fast.numba is not None and dtype in (torch.float32, torch.float64) and part.device.type == "cpu":
+        value = 1.0 if scale is None else float(scale)
+        return _fast.unpack(part.contiguous(), n, dtype, value).view(shape)
+    out = torch.index_select(_table(dtype, packed.device), 0, part.int()).view(-1)[:n].view(shape)
     if scale is not None:
         out = out * scale.to(dtype) if isinstance(scale, torch.Tensor) else out * float(scale)
     return out
@@ -94,6 +112,17 @@ def saved_as_bits(x: torch.Tensor, scale=None):
         yield
 
 
+def _is_2x2(x: torch.Tensor, pool_fn, kwargs) -> bool:
+    """A 2-D pool with 2×2 windows that tile the input (the common SNN pool): the fast path applies."""
+    def pair(v):
+        return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+    return (pool_fn is torch.nn.functional.max_pool2d and x.dim() == 4 and pair(kwargs["kernel_size"]) == (2, 2)
+            and pair(kwargs["stride"] if kwargs["stride"] not in (None, ()) else kwargs["kernel_size"]) == (2, 2)
+            and pair(kwargs["padding"]) == (0, 0) and pair(kwargs["dilation"]) == (1, 1)
+            and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0)
+
+
 class BitPackedMaxPool(torch.autograd.Function):
     """Max pooling of a {0, c} tensor whose backward keeps only its input's bits.
 
@@ -101,6 +130,10 @@ class BitPackedMaxPool(torch.autograd.Function):
     chose: the computation is deterministic) and scatters the output gradient onto them, which is exactly
     ``max_pool``'s own gradient. 1 bit per input element instead of ``max_pool``'s float input (or the int32
     indices of :class:`spikeforge.layer.MaxPool2d`).
+
+    For 2×2 windows that tile the input (with numba) backward is one pass over the bits: the gradient goes to
+    the first position (row-major) of each window holding a spike, or to its first element when it has none,
+    which is where ``max_pool2d`` puts it (the first of equal maxima).
     """
 
     @staticmethod
@@ -109,13 +142,22 @@ class BitPackedMaxPool(torch.autograd.Function):
         ctx.shape, ctx.dtype = x.shape, x.dtype
         ctx.packed = pack_bits(x)
         ctx.scale = scale
+        ctx.fast = _is_2x2(x, pool_fn, kwargs) and _fast.available(x)
         return pool_fn(x, **kwargs)
 
     @staticmethod
     def backward(ctx, grad_out):
-        x = unpack_bits(ctx.packed, ctx.shape, ctx.dtype, ctx.scale)
-        _, indices = ctx.pool_fn(x, return_indices=True, **ctx.kwargs)
-        n, c = x.shape[:2]
-        grad_in = grad_out.new_zeros(n, c, x[0, 0].numel())
-        grad_in.scatter_add_(2, indices.flatten(2), grad_out.flatten(2))
-        return grad_in.view(ctx.shape), None, None, None
+        shape = ctx.shape
+        if ctx.fast and _fast.available(grad_out.new_empty(0)):
+            return _fast.pool2x2_backward(ctx.packed, grad_out, shape), None, None, None
+        n, c, per_sample = shape[0], shape[1], shape[1:].numel()
+        grad_in = grad_out.new_zeros(n, c, shape[2:].numel())
+        # a few samples at a time, so the unpacked input and the indices never exist for the whole batch
+        rows = max(8, (n // 4) // 8 * 8)
+        for r0 in range(0, n, rows):
+            r1 = min(r0 + rows, n)
+            x = unpack_bits(ctx.packed, (r1 - r0, *shape[1:]), ctx.dtype, ctx.scale, start=r0 * per_sample)
+            _, indices = ctx.pool_fn(x, return_indices=True, **ctx.kwargs)
+            del x
+            grad_in[r0:r1].scatter_add_(2, indices.flatten(2), grad_out[r0:r1].flatten(2))
+        return grad_in.view(shape), None, None, None

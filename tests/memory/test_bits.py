@@ -19,8 +19,11 @@ def test_pack_round_trip(numel):
     packed = pack_bits(x)
     assert packed.dtype == torch.uint8 and packed.numel() == packed_nbytes(numel) == (numel + 7) // 8
     assert torch.equal(unpack_bits(packed, x.shape, x.dtype), x)
-    # most significant bit first: a hand-checked byte
+    # element 8i + k is bit k of byte i: hand-checked bytes
     assert pack_bits(torch.tensor([1.0, 0, 0, 0, 0, 0, 0, 1])).item() == 0b10000001
+    assert pack_bits(torch.tensor([0.0, 1, 1, 0, 0, 0, 0, 0, 1])).tolist() == [0b00000110, 1]
+    assert torch.equal(unpack_bits(packed, (numel - numel // 16 * 8,), x.dtype, start=numel // 16 * 8),
+                       x[numel // 16 * 8:])
     scaled = unpack_bits(packed, x.shape, torch.float32, torch.tensor(2.5))
     assert torch.equal(scaled, x.float() * 2.5)
 
@@ -110,3 +113,25 @@ def test_no_grad_and_unknown_producers_keep_the_plain_path():
         functional.reset_net(net)
         out = net(torch.rand(2, 2, 1, 8, 8, dtype=torch.float64))
     assert out.shape == (2, 2, 3)
+
+
+def test_torch_and_numba_paths_agree(monkeypatch):
+    """Without numba the torch ops give the same bytes, values and pooling gradient."""
+    x = (torch.rand(3, 4, 6, 6, generator=torch.Generator().manual_seed(1)) < 0.4).float() * 2.0
+    fast_packed = pack_bits(x)
+    fast_values = unpack_bits(fast_packed, x.shape, x.dtype, torch.tensor(2.0))
+    pool = layer.MaxPool2d(2)
+    bit_pool = copy.deepcopy(pool)
+    bit_spikes(nn.Sequential(neuron.IFNode(), bit_pool))
+    g = torch.randn(3, 4, 3, 3)
+    grads = []
+    for i, module in enumerate((pool, bit_pool, bit_pool)):
+        if i == 2:
+            monkeypatch.setattr(bits._fast, "numba", None)  # the second bit-pool run: torch only
+        xr = x.clone().requires_grad_(True)
+        module(xr).backward(g)
+        grads.append(xr.grad)
+    assert torch.equal(pack_bits(x), fast_packed)
+    assert torch.equal(unpack_bits(fast_packed, x.shape, x.dtype, torch.tensor(2.0)), fast_values)
+    assert torch.equal(fast_values, x)
+    assert torch.equal(grads[0], grads[1]) and torch.equal(grads[0], grads[2])

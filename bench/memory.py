@@ -1,0 +1,318 @@
+"""Peak training memory and step time of the conv SNN of ``bench/neurons.py --memory-only``, per training mode.
+
+Run it where SpikingJelly 2.0 is installed to get its rows too (spikeforge is put on sys.path):
+
+    PYTHONPATH=/work/main /path/to/peer-venv/bin/python bench/memory.py                 # T = 8, 32, 128
+    PYTHONPATH=/work/main /path/to/peer-venv/bin/python bench/memory.py --budget-mib 4096  # + largest T in 4 GB
+
+Every configuration runs in a fresh subprocess (this script with ``--one``), so no allocator state is shared.
+The network is the one of ``bench/neurons.py`` (same definition, copied here): [T, B = 32, 1, 28, 28] input,
+Conv(1→16) → BN → LIF → MaxPool → Conv(16→32) → BN → LIF → MaxPool → Flatten → Linear(1568→10) → LIF, the
+loss cross-entropy of the mean output; one training step = forward, loss, backward.
+
+Peak memory: as in ``bench/neurons.py``: glibc is told to mmap every block over 64 KiB (so freed tensors leave
+the resident set at once), and the peak resident set (VmHWM, reset through /proc/self/clear_refs) during a step
+minus the resident set before it is the step's peak; the minimum over 2 steps after a warm-up step. Step time:
+median of >= 3 steps (on a shared machine: compare rows of the same run only).
+
+Configurations:
+
+    sf-default     spikeforge, plain BPTT (fused CPU kernel)
+    sf-bits        + spikeforge.memory.bit_spikes (spike inputs of Conv/Linear/MaxPool saved as bits)
+    sf-ckpt        + spikeforge.memory.checkpoint_time(chunk of --chunk steps, BatchNorm per chunk) + bit spikes
+    sf-tbptt       truncated BPTT, window --tbptt-k (spikeforge.training.online.TimeTraining)
+    sf-sltt        SLTT (per-step spatial backprop)
+    sf-ottt        OTTT (per-step, presynaptic traces for the weight gradients)
+    sj-default     SpikingJelly 2.0, plain BPTT, its own layers and LIFNode (torch backend on the CPU)
+    sj-memopt      SpikingJelly 2.0 memopt.optimize_memory(level=1, compress=True, budget 'memory'): every
+                   SeqToANNContainer and LIFNode checkpointed, binary inputs bit-compressed (levels 2-4 search
+                   with CUDA memory statistics and refuse to run on the CPU)
+    sj-memopt-chunk  level 1 + every checkpointed module split into time chunks of --chunk steps (memopt's
+                   temporal split, set by hand since its search needs CUDA)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from spikeforge import layer as sf_layer  # noqa: E402
+from spikeforge import neuron as sf_neuron  # noqa: E402
+
+TAU = 2.0
+BATCH = 32
+
+
+def conv_snn(library: str, backend: str | None = None) -> torch.nn.Module:
+    """The conv SNN of ``bench/neurons.py --memory-only`` (same layers and shapes), from each library's layers."""
+    if library == "spikingjelly":
+        from spikingjelly.activation_based import layer as lib_layer
+        from spikingjelly.activation_based import neuron as sj_neuron
+
+        def lif():
+            return sj_neuron.LIFNode(tau=TAU, step_mode="m")
+    else:
+        lib_layer = sf_layer
+
+        def lif():
+            return sf_neuron.LIFNode(tau=TAU, step_mode="m", backend=backend)
+
+    seq = lib_layer.SeqToANNContainer
+    return torch.nn.Sequential(
+        seq(lib_layer.Conv2d(1, 16, 3, padding=1, bias=False), lib_layer.BatchNorm2d(16)), lif(),
+        seq(lib_layer.MaxPool2d(2), lib_layer.Conv2d(16, 32, 3, padding=1, bias=False), lib_layer.BatchNorm2d(32)),
+        lif(),
+        seq(lib_layer.MaxPool2d(2), lib_layer.Flatten(), lib_layer.Linear(32 * 7 * 7, 10)), lif(),
+    )
+
+
+# ----------------------------------------------------------------- memory probe (the method of bench/neurons.py)
+def _limit_malloc_caching() -> bool:
+    """Make glibc mmap every block over 64 KiB (and unmap it on free), so RSS tracks live tensors."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 64 * 1024)) and bool(libc.mallopt(m_trim_threshold, 0))
+    except OSError:
+        return False
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class PeakMemory:
+    """Peak resident memory (MiB) above the level at entry; ``None`` where /proc is unavailable."""
+
+    def __enter__(self):
+        gc.collect()
+        self.base = _status_kib("VmRSS")
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            self.base = None
+        return self
+
+    def __exit__(self, *exc):
+        peak = _status_kib("VmHWM")
+        self.mib = None if self.base is None or peak is None else (peak - self.base) / 1024.0
+
+SF = ("sf-default", "sf-bits", "sf-ckpt", "sf-tbptt", "sf-sltt", "sf-ottt")
+SJ = ("sj-default", "sj-memopt", "sj-memopt-chunk")
+
+
+def _ce(out, labels):
+    return torch.nn.functional.cross_entropy(out, labels)
+
+
+def _reset(net):
+    for m in net.modules():
+        if m is not net and hasattr(m, "reset") and hasattr(m, "v"):
+            m.reset()
+
+
+def build(config: str, T: int, chunk: int, k: int, x, target):
+    """(net, step) for one configuration; ``step()`` runs one training step."""
+    torch.manual_seed(0)
+    if config.startswith("sj"):
+        net = conv_snn("spikingjelly")
+        if config != "sj-default":
+            from spikingjelly.activation_based import layer as sj_layer
+            from spikingjelly.activation_based import neuron as sj_neuron
+            from spikingjelly.activation_based.memopt import checkpoint_module, optimize_memory
+            from spikingjelly.activation_based.memopt.pipeline import _checkpoint_options, _unwrap_checkpoint_module
+
+            def example(model):
+                _reset(model)
+                return model(x)
+
+            optimize_memory(net, (sj_layer.SeqToANNContainer, sj_neuron.LIFNode), example, level=1, compress=True,
+                            checkpoint_budget="memory")
+            if config == "sj-memopt-chunk" and T > chunk:
+                for name, wrapper in list(net.named_children()):
+                    options = _checkpoint_options(wrapper)
+                    net.set_submodule(name, checkpoint_module(_unwrap_checkpoint_module(wrapper),
+                                                              compressor=options["compressor"],
+                                                              chunks=max(1, T // chunk)))
+            _reset(net)
+    else:
+        from spikeforge import memory
+
+        net = conv_snn("spikeforge", None)
+        if config in ("sf-bits", "sf-ckpt"):
+            memory.bit_spikes(net)
+        if config == "sf-ckpt":
+            memory.checkpoint_time(net, chunk, batch_norm="per_chunk")
+        if config in ("sf-tbptt", "sf-sltt", "sf-ottt"):
+            from spikeforge.training.online import TimeTraining
+
+            mode = config[3:]
+            trainer = TimeTraining(mode, T, lambda model, inputs, t0, t1: model(inputs[t0:t1]),
+                                   k=k if mode == "tbptt" else None)
+
+            def step():
+                _reset(net)
+                trainer.forward_backward(net, x, target, _ce)
+                net.zero_grad(set_to_none=False)
+
+            return net, step
+
+    def step():
+        _reset(net)
+        rate = net(x).mean(0)
+        _ce(rate, target).backward()
+        net.zero_grad(set_to_none=False)
+
+    return net, step
+
+
+def measure_one(config: str, T: int, batch: int, chunk: int, k: int, repeats: int) -> dict:
+    memory_ok = _limit_malloc_caching()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(T, batch, 1, 28, 28, generator=gen)
+    target = torch.randint(0, 10, (batch,), generator=gen)
+    _, step = build(config, T, chunk, k, x, target)
+    step()  # warm-up: kernels compiled, gradients allocated as in a training loop
+    peaks = []
+    for _ in range(2):
+        with PeakMemory() as probe:
+            step()
+        peaks.append(probe.mib)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    peak = None if not memory_ok or None in peaks else min(peaks)
+    return {"config": config, "T": T, "batch": batch, "peak_mib": peak, "step_ms": statistics.median(times) * 1e3}
+
+
+def run_child(config: str, T: int, args) -> dict | None:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", config, "--T", str(T), "--batch", str(args.batch),
+           "--chunk", str(args.chunk), "--tbptt-k", str(args.tbptt_k), "--repeats", str(args.repeats)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        print(f"  {config} T={T}: failed ({last})", flush=True)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _sj_available() -> bool:
+    try:
+        import spikingjelly.activation_based.memopt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def largest_T(config: str, results: list[dict], args) -> tuple[int | None, str]:
+    """Largest T whose step fits in the budget: a line through the measured peaks, then checked by a run."""
+    rows = sorted((r for r in results if r and r["config"] == config and r["peak_mib"] is not None),
+                  key=lambda r: r["T"])
+    if len(rows) < 2:
+        return None, "no data"
+    (t1, p1), (t2, p2) = (rows[-2]["T"], rows[-2]["peak_mib"]), (rows[-1]["T"], rows[-1]["peak_mib"])
+    slope = (p2 - p1) / (t2 - t1)
+    if slope <= 0:
+        estimate = None
+    else:
+        estimate = int(t2 + (args.budget_mib - p2) / slope)
+    if estimate is None or estimate > args.max_check_T:
+        check = run_child(config, args.max_check_T, args)
+        if check and check["peak_mib"] is not None and check["peak_mib"] <= args.budget_mib:
+            extra = f"~{estimate} by the fit" if estimate else "flat"
+            return None, (f"> {args.max_check_T} (checked: {check['peak_mib']:.0f} MiB, {check['step_ms'] / 1e3:.1f} s "
+                          f"per step at T={args.max_check_T}; {extra})")
+        return None, f"fit says {estimate}, check at T={args.max_check_T} failed or exceeded"
+    T = max(estimate, 1)
+    for _ in range(4):  # step down until a measured run fits
+        check = run_child(config, T, args)
+        if check and check["peak_mib"] is not None and check["peak_mib"] <= args.budget_mib:
+            return T, f"checked: {check['peak_mib']:.0f} MiB at T={T}"
+        T = int(T * 0.9)
+    return None, "did not fit"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--T", nargs="+", type=int, default=[8, 32, 128])
+    parser.add_argument("--configs", nargs="+", default=None, help=f"subset of {' '.join(SF + SJ)}")
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--chunk", type=int, default=8, help="time chunk of sf-ckpt and sj-memopt-chunk")
+    parser.add_argument("--tbptt-k", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--budget-mib", type=float, default=None, help="also find the largest T within this budget")
+    parser.add_argument("--max-check-T", type=int, default=1024)
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--json", default=None, help="write the rows here")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        row = measure_one(args.one, args.T[0], args.batch, args.chunk, args.tbptt_k, args.repeats)
+        print(json.dumps(row))
+        return
+    configs = args.configs or list(SF) + (list(SJ) if _sj_available() else [])
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average "
+          f"{load:.1f}; batch {args.batch}; chunk {args.chunk}; TBPTT k {args.tbptt_k}; one subprocess per row")
+    results = []
+    for T in args.T:
+        for config in configs:
+            row = run_child(config, T, args)
+            results.append(row)
+            if row:
+                print(f"  {config:16} T={T:<4} peak {row['peak_mib']:8.1f} MiB  step {row['step_ms']:8.0f} ms",
+                      flush=True)
+    print(f"\n{'config':16} " + " ".join(f"{'T=' + str(T) + ' MiB':>11} {'ms':>7}" for T in args.T))
+    by = {(r["config"], r["T"]): r for r in results if r}
+    for config in configs:
+        cells = []
+        for T in args.T:
+            r = by.get((config, T))
+            cells.append(f"{r['peak_mib']:>11.1f} {r['step_ms']:>7.0f}" if r else f"{'-':>11} {'-':>7}")
+        print(f"{config:16} " + " ".join(cells))
+    ref = {T: by.get(("sj-default", T)) for T in args.T}
+    own = {T: by.get(("sf-default", T)) for T in args.T}
+    print("\nratios (peak / SpikingJelly default peak; step time / spikeforge default step time)")
+    for config in configs:
+        cells = []
+        for T in args.T:
+            r = by.get((config, T))
+            mem = f"{r['peak_mib'] / ref[T]['peak_mib']:.2f}x" if r and ref[T] else "-"
+            tim = f"{r['step_ms'] / own[T]['step_ms']:.2f}x" if r and own[T] else "-"
+            cells.append(f"{mem:>7} {tim:>7}")
+        print(f"{config:16} " + " ".join(cells))
+    largest = {}
+    if args.budget_mib:
+        print(f"\nlargest T in {args.budget_mib:.0f} MiB (batch {args.batch})")
+        for config in configs:
+            T, note = largest_T(config, results, args)
+            largest[config] = (T, note)
+            print(f"  {config:16} {T if T else '':>6}  {note}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": results, "largest": largest, "args": vars(args)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
