@@ -125,6 +125,19 @@ class BaseNode(PythonDynamics, MemoryModule):
         return None
 
     # ------------------------------------------------------------------ SpikingJelly's per-step protocol
+    @staticmethod
+    def apply_hard_reset(v: torch.Tensor, spike: torch.Tensor, v_reset: float) -> torch.Tensor:
+        """V = (1 − S)·H + S·V_reset."""
+        return (1.0 - spike) * v + spike * v_reset
+
+    @staticmethod
+    def apply_soft_reset(v: torch.Tensor, spike: torch.Tensor, v_threshold: float) -> torch.Tensor:
+        """V = H − S·V_th."""
+        return v - spike * v_threshold
+
+    jit_hard_reset = apply_hard_reset  # SpikingJelly 0.0.0.0.14's names
+    jit_soft_reset = apply_soft_reset
+
     def neuronal_charge(self, x: torch.Tensor) -> None:
         """H = V − d·(V − V_r) + c·X with the spec's d and c (what ``super().neuronal_charge(x)`` runs in a
         subclass of a built-in); a direct subclass of BaseNode must define its own."""

@@ -285,3 +285,10 @@ def test_simple_base_node_subclass_multi_step_equals_single_step():
             self.v = self.v + 2 * x
 
     assert ChangedSimpleIF().spec is None and neuron.SimpleLIFNode(2.0, True).spec is not None
+
+
+def test_reset_helpers_of_base_node():
+    v, s = torch.tensor([0.4, 1.3]), torch.tensor([0.0, 1.0])
+    assert neuron.BaseNode.apply_hard_reset(v, s, -0.1).tolist() == pytest.approx([0.4, -0.1])
+    assert neuron.LIFNode.apply_soft_reset(v, s, 1.0).tolist() == pytest.approx([0.4, 0.3])
+    assert neuron.IFNode.jit_hard_reset is neuron.BaseNode.apply_hard_reset
