@@ -778,6 +778,7 @@ def check_manual_grad(primitive_function, spiking_function, *args, **kwargs):
     manual = x.grad.clone()
     error = (manual - auto).abs()
     i = int(error.argmax())
+    x = x.detach()
     print(f"surrogate gradient: max |manual - auto| = {float(error[i]):.3g} at x = {float(x[i]):.4g} "
           f"(auto {float(auto[i]):.6g}, manual {float(manual[i]):.6g})")
     return float(error[i])
