@@ -3,6 +3,8 @@
 ``snn = Converter(dataloader=train_loader, mode='max')(ann)`` traces ``ann`` with ``torch.fx``, folds BatchNorm,
 calibrates one scale per ReLU-like activation and replaces each by soft-reset IF neurons between voltage
 scalers; ``evaluate(snn, test_loader, [8, 16, 32])`` gives the accuracy at several T from one simulation.
+SpikingJelly 2.0's spelling, ``Converter(recipe=RateCodingRecipe(dataloader=train_loader, mode='Max')).convert(ann)``,
+builds the same network (:mod:`.recipes`).
 """
 
 from .converter import Converter
@@ -17,6 +19,7 @@ from .modules import (
     VoltageScaler,
 )
 from .observe import ActivationObserver
+from .recipes import ConversionRecipe, FXConversionRecipe, RateCodingRecipe
 from .result import ConvertedSNN
 from .tracing import UnsupportedNodeError, trace
 
@@ -37,4 +40,7 @@ __all__ = [
     "fold_conv_bn",
     "bn_affine",
     "ActivationObserver",
+    "RateCodingRecipe",
+    "FXConversionRecipe",
+    "ConversionRecipe",
 ]

@@ -35,6 +35,7 @@ from .fold import fold_batchnorm
 from .modules import ConversionIFNode, IFActivation, MembraneReadout, SpikingMaxPool
 from .observe import ActivationObserver, _check_momentum, parse_mode
 from .ops import _classify, _pool_module_from_call
+from .recipes import RECIPE_NAMES, FXConversionRecipe, RateCodingRecipe
 from .result import ConvertedSNN
 from .tracing import (
     UnsupportedNodeError,  # noqa: F401  (importable from here before the split)
@@ -51,7 +52,10 @@ class Converter:
     """Convert a trained ANN into a rate-coded SNN of soft-reset IF neurons.
 
     Tutorial call style: ``snn = Converter(mode='max', dataloader=train_loader)(ann)``; ``.convert(ann)`` is
-    the same. The ANN is deep-copied, never modified.
+    the same. The ANN is deep-copied, never modified. SpikingJelly 2.0's recipe style gives the same network:
+    ``Converter(recipe=RateCodingRecipe(dataloader=train_loader, mode='Max')).convert(ann)`` (or
+    ``Converter(RateCodingRecipe(...), device)`` positionally); the options then come from the recipe
+    (see :mod:`spikeforge.ann2snn.recipes`), and a custom :class:`~.recipes.FXConversionRecipe` runs hook by hook.
 
     Args:
         dataloader: calibration data (batches as tensors, ``(input, target)`` pairs or dicts with 'input').
@@ -83,7 +87,26 @@ class Converter:
                  momentum: float | None = 0.1, channel_wise: bool = False, half_threshold: bool = False,
                  signed_spikes: bool = False, readout: str = "spikes", neuron: str = "fused",
                  max_batches: int | None = None,
-                 device: torch.device | str | None = None, progress: bool = True, eps: float = 1e-8):
+                 device: torch.device | str | None = None, progress: bool = True, eps: float = 1e-8, *,
+                 recipe: FXConversionRecipe | str | None = None):
+        self.recipe = None
+        self._neuron_factory = None
+        if recipe is None and isinstance(dataloader, (FXConversionRecipe, str)):
+            # SpikingJelly 2.0: Converter(recipe, device=None), both positional
+            recipe, dataloader = dataloader, None
+            if mode != "max":
+                device, mode = mode, "max"
+        if recipe is not None:
+            given = dict(dataloader=dataloader, mode=mode, fuse_flag=fuse_flag, momentum=momentum,
+                         channel_wise=channel_wise, half_threshold=half_threshold, signed_spikes=signed_spikes,
+                         readout=readout, neuron=neuron, max_batches=max_batches, progress=progress, eps=eps)
+            clashing = [k for k, v in given.items() if v is not _RECIPE_FREE_DEFAULTS[k]
+                        and v != _RECIPE_FREE_DEFAULTS[k]]
+            if clashing:
+                raise ValueError(f"Converter(recipe=...) takes its options from the recipe; pass "
+                                 f"{', '.join(clashing)} to the recipe instead")
+            self._init_from_recipe(_resolve_recipe(recipe), device)
+            return
         self.kind, self.value = parse_mode(mode)
         if dataloader is None:
             raise ValueError("dataloader is required: conversion calibrates thresholds on data")
@@ -117,12 +140,25 @@ class Converter:
         self.progress = progress
         self.eps = float(eps)
 
+    def _init_from_recipe(self, recipe: FXConversionRecipe, device) -> None:
+        if isinstance(recipe, RateCodingRecipe):
+            options = recipe.converter_options()
+            if device is not None:
+                options["device"] = device
+            self.__init__(**options)
+            self._neuron_factory = recipe.neuron_factory
+        else:  # a custom recipe: SpikingJelly's hooks, run by convert()
+            self.device = check_device(device, "device") if device is not None else None
+        self.recipe = recipe
+
     def __call__(self, ann: nn.Module) -> ConvertedSNN:
         return self.convert(ann)
 
     def convert(self, ann: nn.Module) -> ConvertedSNN:
         if not isinstance(ann, nn.Module):
             raise TypeError(f"ann must be a torch.nn.Module, got {type(ann).__name__}")
+        if self.recipe is not None and not isinstance(self.recipe, RateCodingRecipe):
+            return self._convert_with_hooks(ann)
         ann = copy.deepcopy(ann).eval()
         device = self.device
         if device is None:
@@ -168,7 +204,34 @@ class Converter:
         if seen == 0:
             raise ValueError("dataloader yielded no batch to calibrate on")
 
+    def _convert_with_hooks(self, ann: nn.Module) -> nn.Module:
+        """SpikingJelly 2.0's FXConverter protocol for a custom :class:`FXConversionRecipe` (the ANN is copied)."""
+        recipe, configured = self.recipe, self.device
+        ann = copy.deepcopy(ann)
+        if self.device is None:
+            first = next(ann.parameters(), None)
+            self.device = first.device if first is not None else torch.device("cpu")
+        try:
+            with torch.no_grad():
+                recipe.validate(self)
+                ann = recipe.before_trace(self, ann)
+                gm = fx.symbolic_trace(ann).to(self.device)
+                for hook in (recipe.after_trace, recipe.insert_observers, recipe.calibrate, recipe.replace,
+                             recipe.finalize):
+                    gm = hook(self, gm)
+            return gm
+        finally:
+            self.device = configured
+
     def _make_neuron(self, scale: torch.Tensor) -> nn.Module:
+        if self._neuron_factory is not None:
+            made = self._neuron_factory(float(scale))
+            threshold = getattr(made, "v_threshold", 1.0)
+            if not isinstance(made, nn.Module) or not hasattr(made, "step_mode") or float(threshold) != 1.0:
+                raise ValueError("neuron_factory(scale) must return a neuron module with step_mode and "
+                                 f"v_threshold=1 (it sits between VoltageScaler(1/scale) and VoltageScaler(scale)), "
+                                 f"got {type(made).__name__} with v_threshold={threshold!r}")
+            return made
         if self.neuron == "core":
             return IFNode(v_threshold=1.0, v_reset=None)
         return ConversionIFNode(scale, half_threshold=self.half_threshold, signed=self.signed_spikes,
@@ -218,6 +281,26 @@ class Converter:
         gm.graph.eliminate_dead_code()
         gm.delete_all_unused_submodules()
         gm.recompile()
+
+
+_RECIPE_FREE_DEFAULTS = dict(dataloader=None, mode="max", fuse_flag=True, momentum=0.1, channel_wise=False,
+                             half_threshold=False, signed_spikes=False, readout="spikes", neuron="fused",
+                             max_batches=None, progress=True, eps=1e-8)
+
+
+def _resolve_recipe(recipe) -> FXConversionRecipe:
+    if isinstance(recipe, FXConversionRecipe):
+        return recipe
+    if recipe == "rate_coding":
+        raise ValueError("the rate_coding recipe needs parameters: pass RateCodingRecipe(dataloader=...) "
+                         "to Converter")
+    if recipe in RECIPE_NAMES:
+        raise NotImplementedError(f"SpikingJelly's {recipe!r} recipe is not available in spikeforge; "
+                                  "RateCodingRecipe (rate coding) is")
+    if isinstance(recipe, str):
+        raise ValueError(f"unknown ann2snn conversion recipe {recipe!r} (spikeforge has RateCodingRecipe)")
+    raise TypeError(f"recipe must be an FXConversionRecipe (e.g. RateCodingRecipe) or a recipe name, "
+                    f"got {type(recipe).__name__}")
 
 
 def _remove_dropout(gm: fx.GraphModule, kinds) -> None:

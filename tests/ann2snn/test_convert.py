@@ -127,6 +127,7 @@ def test_public_names():
     assert sorted(ann2snn.__all__) == sorted([
         "Converter", "ConvertedSNN", "UnsupportedNodeError", "fold_batchnorm", "trace", "evaluate",
         "plot_accuracy_vs_T", "VoltageScaler", "ConversionIFNode", "IFActivation", "SpikingMaxPool",
-        "MembraneReadout", "ChannelAffine", "fold_conv_bn", "bn_affine", "ActivationObserver",
+        "MembraneReadout", "ChannelAffine", "fold_conv_bn", "bn_affine", "ActivationObserver", "RateCodingRecipe",
+        "FXConversionRecipe", "ConversionRecipe",
     ])
     assert all(hasattr(ann2snn, name) for name in ann2snn.__all__)
