@@ -13,7 +13,8 @@ Every neuron exposes ``module.spec`` (:class:`spikeforge.spec.NeuronSpec`) and r
 * :mod:`.extra` — more SpikingJelly 2.0 neurons (non-spiking readouts, QIF, EIF, Izhikevich, CUBA LIF, KLIF,
   LIAF, CLIF, GLIF, RAF, ternary, OTTT/SLTT, half-threshold IF), fused where a spec law fits, else reference;
 * :mod:`.psn` — the parallel spiking neurons ``PSN``, ``MaskedPSN``, ``SlidingPSN`` (one GEMM over T);
-* :mod:`.research` — DSR IF/LIF (rate-based backward), the ILC population neurons, the activation-aware IF.
+* :mod:`.research` — DSR IF/LIF (rate-based backward), the ILC population neurons, the activation-aware IF,
+  SpikeZIP's STBIF.
 """
 
 from ..base import MemoryModule, StepModule
@@ -51,6 +52,7 @@ from .research import (
     ILCCUBALIFNode,
     ILCIFNode,
     ILCLIFNode,
+    STBIFNode,
 )
 
 __all__ = [
@@ -96,4 +98,5 @@ __all__ = [
     "ILCCUBALIFNode",
     "ILCIFNode",
     "ILCLIFNode",
+    "STBIFNode",
 ]

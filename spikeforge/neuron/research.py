@@ -9,6 +9,7 @@ r"""Research neurons of SpikingJelly 2.0 with their own training rules (referenc
   population.
 * :class:`ActivationAwareIFNode` — the IF of activation-aware redistribution (ANN→SNN), with a scalar or
   per-channel threshold and membrane offset.
+* :class:`STBIFNode` — SpikeZIP's signed-threshold bounded IF (quantised-ANN → SNN, inference).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ._dynamics import log_python_path
 from .extra import _MultiStepOnly, _reset
 
 __all__ = ["DSRIFNode", "DSRLIFNode", "ILCBaseNode", "ILCIFNode", "ILCLIFNode", "ILCCUBALIFNode",
-           "ActivationAwareIFNode"]
+           "ActivationAwareIFNode", "STBIFNode"]
 
 
 # ================================================================================================== DSR
@@ -311,3 +312,75 @@ class ActivationAwareIFNode(MemoryModule):
 
     def extra_repr(self) -> str:
         return f"channel_dim={self.channel_dim}, v_reset={self.v_reset}, step_mode={self.step_mode}"
+
+
+# ============================================================================================ SpikeZIP
+def _scalar_tensor(value) -> torch.Tensor:
+    return (value if torch.is_tensor(value) else torch.tensor(value)).detach().clone().float()
+
+
+class STBIFNode(MemoryModule):
+    r"""SpikeZIP's signed-threshold bounded IF (You et al. 2024), the conversion target of a ``level``-level
+    quantiser with step ``q_threshold`` (θ). State, per element: the residual q (starts at ½), the net count A
+    (starts at 0). Per step:
+
+    .. math::
+        q \leftarrow q + X_t/\theta,\quad A \leftarrow \mathrm{round}(A),\quad
+        s_t = 1[q \ge 1 \wedge A < A_{max}] - 1[q < 0 \wedge A > A_{min}],\quad
+        A \leftarrow A + s_t,\quad q \leftarrow q - s_t,\quad Y_t = \theta\,s_t
+
+    with A_max = ``pos_max`` (``level//2 − 1`` if ``sym`` else ``level − 1``) and A_min = ``neg_min``
+    (``−level//2`` if ``sym`` else 0); so Σ_t Y_t tracks the quantised activation. ``accumulated`` is θ·A.
+    An inference neuron (no surrogate gradient); ``cur_output`` holds s_t.
+    """
+
+    spec = None
+
+    def __init__(self, q_threshold, level: int, sym: bool = False, pos_max=None, neg_min=None, step_mode: str = "s"):
+        if isinstance(level, bool) or int(level) < 2:
+            raise ValueError(f"level must be an int >= 2, got {level!r}")
+        super().__init__(step_mode)
+        self.level, self.sym = int(level), bool(sym)
+        self.register_buffer("q_threshold", _scalar_tensor(q_threshold))
+        default_max = self.level // 2 - 1 if self.sym else self.level - 1
+        default_min = -self.level // 2 if self.sym else 0
+        self.register_buffer("pos_max", _scalar_tensor(default_max if pos_max is None else pos_max))
+        self.register_buffer("neg_min", _scalar_tensor(default_min if neg_min is None else neg_min))
+        self.register_memory("q", None)
+        self.register_memory("acc_q", None)
+        self.register_memory("cur_output", None)
+
+    @classmethod
+    def from_quantizer(cls, quantizer: nn.Module) -> STBIFNode:
+        """From a quantiser with ``s`` (step), ``sym``, ``pos_max``, ``neg_min`` (and optionally ``level``)."""
+        top, bottom = _scalar_tensor(quantizer.pos_max), _scalar_tensor(quantizer.neg_min)
+        default_level = int(top.item()) - int(bottom.item()) + 1
+        return cls(quantizer.s, level=int(getattr(quantizer, "level", default_level)), sym=bool(quantizer.sym),
+                   pos_max=quantizer.pos_max, neg_min=quantizer.neg_min)
+
+    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+        log_python_path(type(self))
+        if self.q is None or self.q.shape != x.shape:
+            self.q, self.acc_q, self.cur_output = torch.full_like(x, 0.5), torch.zeros_like(x), torch.zeros_like(x)
+        theta = self.q_threshold.to(device=x.device, dtype=x.dtype)
+        top = self.pos_max.to(device=x.device, dtype=x.dtype)
+        bottom = self.neg_min.to(device=x.device, dtype=x.dtype)
+        q = self.q.to(x) + x / theta
+        acc = self.acc_q.to(x).round()
+        up, down = (q >= 1) & (acc < top), (q < 0) & (acc > bottom)
+        s = up.to(x.dtype) - down.to(x.dtype)
+        self.q, self.acc_q, self.cur_output = q - s, acc + s, s
+        return s * theta
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        F.check_sequence(x_seq)
+        return torch.stack([self.single_step_forward(x) for x in x_seq])
+
+    @property
+    def accumulated(self) -> torch.Tensor:
+        if self.acc_q is None:
+            raise RuntimeError("STBIFNode has no accumulated state before its first forward")
+        return self.acc_q * self.q_threshold.to(dtype=self.acc_q.dtype)
+
+    def extra_repr(self) -> str:
+        return f"level={self.level}, sym={self.sym}, step_mode={self.step_mode}"

@@ -252,7 +252,7 @@ def test_base_node_subclass_equals_spikingjelly_simple_node(mode):
                                   "ComplementaryLIFNode", "MaskedPSN", "SlidingPSN", "PSN", "GatedLIFNode",
                                   "NonSpikingIFNode", "NonSpikingLIFNode", "DSRIFNode", "DSRLIFNode", "ILCBaseNode",
                                   "ILCIFNode", "ILCLIFNode", "ILCCUBALIFNode", "ActivationAwareIFNode", "AdaptBaseNode",
-                                  "NonSpikingBaseNode", "SimpleBaseNode"])
+                                  "NonSpikingBaseNode", "SimpleBaseNode", "STBIFNode"])
 def test_signature_matches_spikingjelly(name):
     """Every parameter of SpikingJelly's constructor exists here, in the same positional order with the same
     default (surrogates compared by class and alpha); spikeforge-only parameters are keyword-only."""
@@ -348,3 +348,17 @@ def test_activation_aware_if_matches(per_channel, mode):
     if mode == "m":
         torch.testing.assert_close(ours.v_seq, theirs.v_seq, rtol=1e-10, atol=1e-12)
     _grads_match(y_ours, y_theirs, x_ours, x_theirs)
+
+
+@pytest.mark.parametrize("mode", ["s", "m"])
+@pytest.mark.parametrize("sym", [False, True])
+def test_stbif_matches(sym, mode):
+    ours, theirs = neuron.STBIFNode(0.25, 8, sym), sj_neuron.STBIFNode(0.25, 8, sym)
+    torch.manual_seed(5)
+    x = torch.randn(T, *SHAPE)
+    y_ours, y_theirs = _run(ours, x, mode), _run(theirs, x, mode)
+    assert y_theirs.abs().sum() > 0
+    torch.testing.assert_close(y_ours, y_theirs)
+    for state in ("q", "acc_q", "cur_output"):
+        torch.testing.assert_close(getattr(ours, state), getattr(theirs, state))
+    torch.testing.assert_close(ours.accumulated, theirs.accumulated)

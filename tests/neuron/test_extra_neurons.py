@@ -362,3 +362,13 @@ def test_activation_aware_if_offset_and_channel_thresholds():
     torch.testing.assert_close(node.v_seq, torch.tensor([[-0.4, 1.5], [0.2, 1.0]]))
     with pytest.raises(ValueError, match="channels"):
         node(torch.rand(2, 3))
+
+
+def test_stbif_counts_quantised_steps_within_bounds():
+    node = neuron.STBIFNode(0.5, 4, sym=False)  # A in [0, 3]
+    outs = [float(node(torch.tensor([v]))) for v in (0.3, 0.3, 2.0, 2.0, -0.4)]
+    # q: .5+.6=1.1 (fire, .1), .7, 4.7 (fire, 3.7), 7.7 (fire, A=3 → 6.7), 5.9 (A = max: no fire)
+    assert outs == [0.5, 0.0, 0.5, 0.5, 0.0]
+    assert float(node.accumulated) == pytest.approx(1.5)
+    signed = neuron.STBIFNode(1.0, 4, sym=True)  # A in [-2, 1]
+    assert [float(signed(torch.tensor([v]))) for v in (-0.7, -1.0, -1.0)] == [-1.0, -1.0, 0.0]
