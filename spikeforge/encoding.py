@@ -130,10 +130,10 @@ class PeriodicEncoder(StatefulEncoder):
         if not isinstance(spike, torch.Tensor) or spike.dim() < 1:
             raise ValueError("spike must be a tensor [T, ...] (the train to replay)")
         super().__init__(int(spike.shape[0]), step_mode)
-        self.register_buffer("train", spike, persistent=False)
+        self.register_buffer("spike_train", spike, persistent=False)
 
     def single_step_encode(self, spike: torch.Tensor | None) -> torch.Tensor:
-        return self.train if spike is None else spike
+        return self.spike_train if spike is None else spike
 
 
 class LatencyEncoder(StatefulEncoder):
