@@ -205,6 +205,8 @@ class Trainer:
         epoch_log: ``epoch_log(record, seconds)`` replaces the SpikingJelly epoch lines; ``header`` (a string,
             or ``header(out_dir)``) is printed before them.
         shuffle_seed: derive each epoch's permutation from ``shuffle_seed + epoch`` instead of torch's RNG.
+        time_training: a :class:`~spikeforge.training.online.TimeTraining` (truncated BPTT, OTTT, SLTT): the
+            training step runs chunk by chunk through time instead of one forward + backward (one process only).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss: Loss | None = None, *,
@@ -215,7 +217,8 @@ class Trainer:
                  tensorboard: bool = True, log: Callable[[str], None] = print,
                  epoch_log: Callable[[dict, float], None] | None = None, reset: bool = True,
                  sync_bn: bool = False, predict: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 checkpoints: bool = True, shuffle_seed: int | None = None, ddp_kwargs: dict | None = None):
+                 checkpoints: bool = True, shuffle_seed: int | None = None, ddp_kwargs: dict | None = None,
+                 time_training=None):
         check_int(batch_size, "batch_size", minimum=1)
         check_int(eval_batch_size, "eval_batch_size", minimum=1, allow_none=True)
         check_float(clip_grad_norm, "clip_grad_norm", positive=True, allow_none=True)
@@ -254,6 +257,11 @@ class Trainer:
         self._runner = _Forward(self.model, forward) if forward is not None else self.model
         self._train_module = distributed.wrap_ddp(self._runner, self.device, **(ddp_kwargs or {}))
         self._memory_modules = [(name, m) for name, m in self.model.named_modules() if isinstance(m, MemoryModule)]
+        self.time_training = time_training if time_training is not None and time_training.active else None
+        if self.time_training is not None:
+            if self.ctx.is_distributed:
+                raise UsageError(f"{time_training.mode} training runs in one process; use bptt under torchrun")
+            self.time_training.attach(self.model)
         self._warned_state = False
         if self.ctx.is_distributed and self.ctx.rank > 0:
             # ranks start alike (same seed: same initial model, and DDP broadcasts rank 0's anyway); from here
@@ -333,10 +341,14 @@ class Trainer:
             inputs, labels = inputs.to(self.device), labels.to(self.device)
             self._check_state()
             self.optimizer.zero_grad(set_to_none=True)
-            with self.amp.autocast():
-                output = self._train_module(inputs)
-                loss = call_loss(self.loss, output, labels, inputs)
-            self.amp.backward(loss)
+            if self.time_training is not None:  # TBPTT / OTTT / SLTT: forward and backward chunk by chunk
+                output, loss = self.time_training.forward_backward(self.model, inputs, labels, self.loss,
+                                                                   self.amp.autocast, self.amp.backward)
+            else:
+                with self.amp.autocast():
+                    output = self._train_module(inputs)
+                    loss = call_loss(self.loss, output, labels, inputs)
+                self.amp.backward(loss)
             self.amp.step(self.optimizer, self.clip_grad_norm)
             self.global_step += 1
             if self.schedule is not None:
