@@ -214,8 +214,8 @@ class NeuNorm(MemoryModule):
         prev = self.x
         if not isinstance(prev, torch.Tensor):
             prev = torch.full_like(in_spikes[:, :1], float(prev))
-        self.x = self.k0 * prev + self.k1 * in_spikes.sum(dim=1, keepdim=True)
-        return in_spikes - self.w * self.x
+        y, self.x = F.neunorm_step(in_spikes, prev, self.w, self.k0, self.k1)
+        return y
 
     def extra_repr(self) -> str:
         return f"shape={tuple(self.w.shape)}, k={self.k0}, step_mode={self.step_mode}"

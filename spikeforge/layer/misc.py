@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as torch_F
 
+from .. import functional as F
 from ..base import MemoryModule, StepModule
 from .stateless import fold_time
 
@@ -44,7 +45,7 @@ class SynapseFilter(MemoryModule):
         prev = self.out_i
         if not isinstance(prev, torch.Tensor) or prev.shape != x.shape:
             prev = torch.full_like(x, float(prev) if not isinstance(prev, torch.Tensor) else 0.0)
-        self.out_i = prev - (1.0 - x) * prev * self._rate() + x
+        self.out_i = F.synapse_filter_step(x, prev, self._rate())
         return self.out_i
 
     def extra_repr(self) -> str:
@@ -113,12 +114,9 @@ class Delay(MemoryModule):
         return self._delay_steps
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
-        pending = [*self.queue, x]
-        if len(pending) > self.delay_steps:
-            y, self.queue = pending[0], pending[1:]
-            return y
-        self.queue = pending
-        return torch.zeros_like(x)
+        y, queue = F.delay_step(x, tuple(self.queue), self.delay_steps)
+        self.queue = list(queue)
+        return y
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         d, T, held = self.delay_steps, x_seq.shape[0], len(self.queue)
