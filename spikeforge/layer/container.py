@@ -42,15 +42,14 @@ class TLastSeqToANNContainer(nn.Sequential):
     """
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return torch.vmap(super().forward, in_dims=-1, out_dims=-1)(x_seq)
+        return F.t_last_seq_to_ann_forward(x_seq, super().forward)
 
 
 class TLastMultiStepContainer(nn.Sequential):
     """Runs single-step modules on a time-last [N, ..., T] tensor, one time step at a time."""
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        steps = [super(TLastMultiStepContainer, self).forward(x_seq.select(-1, t)) for t in range(x_seq.shape[-1])]
-        return torch.stack(steps, dim=-1)
+        return F.t_last_multi_step_forward(x_seq, super().forward)
 
 
 class StepModeContainer(StepModule, nn.Sequential):
