@@ -48,8 +48,8 @@ def test_registry_lists_and_builds():
     assert list_models("nothing*") == []
     model = create_model("snnmlp_t", **SMALL)
     assert isinstance(model, SNNMLP) and model.pretrained_cfg["architecture"] == "snnmlp_t"
-    with pytest.raises(ValueError, match="unknown model name 'resnet9000'.*snnmlp_t"):
-        create_model("resnet9000")
+    with pytest.raises(ValueError, match="unknown model name 'mlp9000'.*snnmlp_t"):
+        create_model("mlp9000")
 
 
 def test_register_model_rejects_a_second_entry_with_the_same_name():

@@ -57,7 +57,7 @@ def test_list_models_pattern_filter(scratch_registry):
         _registry.register_model(_entry(name))
     assert zoo.list_models("toy_a*") == ["toy_a1", "toy_a2"]
     assert zoo.list_models(["toy_b*", "snnmlp_t"]) == ["snnmlp_t", "toy_b1"]  # any of several patterns
-    assert zoo.list_models("*1") == ["toy_a1", "toy_b1"]
+    assert zoo.list_models("toy_*1") == ["toy_a1", "toy_b1"]
     assert zoo.list_models("TOY_*") == []  # case-sensitive, as names are
     assert zoo.list_models() == sorted(zoo.list_models())
     assert set(zoo.list_models()) == builtin | {"toy_a1", "toy_a2", "toy_b1"}
@@ -86,7 +86,7 @@ def test_lookups_of_unknown_names_name_close_matches():
     with pytest.raises(ValueError, match=r"unknown model name 'snmlp_b'; did you mean snnmlp_b, "):
         zoo.create_model("snmlp_b")
     # nothing close: every name is listed instead
-    with pytest.raises(ValueError, match=r"unknown model name 'vgg16'; available: snnmlp_b, snnmlp_s, snnmlp_t"):
+    with pytest.raises(ValueError, match=r"unknown model name 'vgg16'; available: (\w+, )*snnmlp_b, snnmlp_s, snnmlp_t"):
         zoo.model_entrypoint("vgg16")
     with pytest.raises(ValueError, match="unknown model name"):
         zoo.model_entrypoint(["not", "a", "name"])
