@@ -86,7 +86,7 @@ def test_lookups_of_unknown_names_name_close_matches():
     with pytest.raises(ValueError, match=r"unknown model name 'snmlp_b'; did you mean snnmlp_b, "):
         zoo.create_model("snmlp_b")
     # nothing close: every name is listed instead
-    with pytest.raises(ValueError, match=r"unknown model name 'vgg16'; available: (\w+, )*snnmlp_b, snnmlp_s, snnmlp_t"):
+    with pytest.raises(ValueError, match=r"unknown model name 'vgg16'; available: (\w+, )*snnmlp_b, snnmlp_s, "):
         zoo.model_entrypoint("vgg16")
     with pytest.raises(ValueError, match="unknown model name"):
         zoo.model_entrypoint(["not", "a", "name"])
