@@ -14,7 +14,8 @@ Every neuron exposes ``module.spec`` (:class:`spikeforge.spec.NeuronSpec`) and r
   LIAF, CLIF, GLIF, RAF, ternary, OTTT/SLTT, half-threshold IF), fused where a spec law fits, else reference;
 * :mod:`.psn` — the parallel spiking neurons ``PSN``, ``MaskedPSN``, ``SlidingPSN`` (one GEMM over T);
 * :mod:`.research` — DSR IF/LIF (rate-based backward), the ILC population neurons, the activation-aware IF,
-  SpikeZIP's STBIF.
+  SpikeZIP's STBIF;
+* :mod:`.noisy` — the colored-noise exploration neurons of deep RL (``Noisy*``, ``powerlaw_psd_gaussian``).
 """
 
 from ..base import MemoryModule, StepModule
@@ -43,6 +44,15 @@ from .extra import (
     TernaryLIFNode,
 )
 from .group import GroupLIF
+from .noisy import (
+    NoisyBaseNode,
+    NoisyCUBALIFNode,
+    NoisyILCBaseNode,
+    NoisyILCCUBALIFNode,
+    NoisyNonSpikingBaseNode,
+    NoisyNonSpikingIFNode,
+    powerlaw_psd_gaussian,
+)
 from .psn import PSN, MaskedPSN, SlidingPSN
 from .research import (
     ActivationAwareIFNode,
@@ -99,4 +109,11 @@ __all__ = [
     "ILCIFNode",
     "ILCLIFNode",
     "STBIFNode",
+    "NoisyBaseNode",
+    "NoisyCUBALIFNode",
+    "NoisyILCBaseNode",
+    "NoisyILCCUBALIFNode",
+    "NoisyNonSpikingBaseNode",
+    "NoisyNonSpikingIFNode",
+    "powerlaw_psd_gaussian",
 ]

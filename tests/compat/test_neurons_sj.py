@@ -252,7 +252,9 @@ def test_base_node_subclass_equals_spikingjelly_simple_node(mode):
                                   "ComplementaryLIFNode", "MaskedPSN", "SlidingPSN", "PSN", "GatedLIFNode",
                                   "NonSpikingIFNode", "NonSpikingLIFNode", "DSRIFNode", "DSRLIFNode", "ILCBaseNode",
                                   "ILCIFNode", "ILCLIFNode", "ILCCUBALIFNode", "ActivationAwareIFNode", "AdaptBaseNode",
-                                  "NonSpikingBaseNode", "SimpleBaseNode", "STBIFNode"])
+                                  "NonSpikingBaseNode", "SimpleBaseNode", "STBIFNode", "NoisyBaseNode",
+                                  "NoisyCUBALIFNode", "NoisyILCBaseNode", "NoisyILCCUBALIFNode",
+                                  "NoisyNonSpikingBaseNode", "NoisyNonSpikingIFNode"])
 def test_signature_matches_spikingjelly(name):
     """Every parameter of SpikingJelly's constructor exists here, in the same positional order with the same
     default (surrogates compared by class and alpha); spikeforge-only parameters are keyword-only."""
@@ -362,3 +364,53 @@ def test_stbif_matches(sym, mode):
     for state in ("q", "acc_q", "cur_output"):
         torch.testing.assert_close(getattr(ours, state), getattr(theirs, state))
     torch.testing.assert_close(ours.accumulated, theirs.accumulated)
+
+
+# ----------------------------------------------------------------------------------------------- noisy RL
+def test_powerlaw_noise_matches_with_the_same_generator():
+    import numpy as np
+
+    for beta, size in ((0.0, [3, 16]), (1.0, [2, 4, 15]), (2.0, 10)):
+        ours = neuron.powerlaw_psd_gaussian(beta, size, random_state=np.random.default_rng(7))
+        theirs = sj_neuron.powerlaw_psd_gaussian(beta, size, random_state=np.random.default_rng(7))
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+NOISY = {
+    "NoisyCUBALIFNode": ((6, 0.5, 0.75, True, 4, 0.5, 1.0, 0.3, 0.0), 6),
+    "NoisyILCCUBALIFNode": ((2, 3, 0.5, 0.75, True, 4, 0.5, 1.0, 0.4, 0.0), 6),
+    "NoisyNonSpikingIFNode": ((6, True, 4, 0.5, 1.0, "max-abs-mem"), 6),
+}
+
+
+@pytest.mark.parametrize("loaded", [False, True])
+@pytest.mark.parametrize("name", sorted(NOISY))
+def test_noisy_neurons_match(name, loaded):
+    args, n = NOISY[name]
+    torch.manual_seed(6)
+    ours, theirs = getattr(neuron, name)(*args), getattr(sj_neuron, name)(*args)
+    if list(theirs.state_dict()):
+        ours.load_state_dict(theirs.state_dict())
+    theirs.reset_noise(3)
+    ours.reset_noise(3)
+    for attr in ("eps_v_seq", "eps_s_seq", "eps_seq"):  # the same drawn noise in both
+        if hasattr(theirs, attr):
+            setattr(ours, attr, getattr(theirs, attr).clone())
+    x_ours, x_theirs = (t.float() for t in _inputs(4, 2, n, scale=1.5))
+    x_ours, x_theirs = x_ours.detach().requires_grad_(), x_theirs.detach().requires_grad_()
+    if loaded:
+        cn = torch.randn(2, 4, 2 * n if "NonSpiking" not in name else n)
+        ours.load_colored_noise(cn)
+        theirs.load_colored_noise(cn)
+    for _ in range(2):  # two rollout steps (each call consumes one unless the noise is loaded)
+        y_ours, y_theirs = ours(x_ours), theirs(x_theirs)
+    torch.testing.assert_close(y_ours, y_theirs)
+    if not loaded:
+        torch.testing.assert_close(ours.get_colored_noise(), theirs.get_colored_noise())
+    weight = torch.linspace(-1.0, 2.0, y_ours.numel()).view_as(y_ours)
+    (y_ours * weight).sum().backward()
+    (y_theirs * weight).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_theirs.grad)
+    params_theirs = dict(theirs.named_parameters())
+    for pname, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, params_theirs[pname].grad)

@@ -372,3 +372,34 @@ def test_stbif_counts_quantised_steps_within_bounds():
     assert float(node.accumulated) == pytest.approx(1.5)
     signed = neuron.STBIFNode(1.0, 4, sym=True)  # A in [-2, 1]
     assert [float(signed(torch.tensor([v]))) for v in (-0.7, -1.0, -1.0)] == [-1.0, -1.0, 0.0]
+
+
+def test_noisy_neurons_add_the_loaded_noise_to_current_and_spike():
+    node = neuron.NoisyCUBALIFNode(1, 0.5, 0.5, True, 3, 0.5, 0.0, 0.5, 0.0)  # sigma = 0.5
+    with pytest.raises(RuntimeError, match="reset_noise"):
+        node(torch.zeros(3, 1, 1))
+    cn = torch.tensor([[[0.2, 1.0], [0.2, 0.0], [0.0, -1.0]]])  # [B, T, (input noise, spike noise)]
+    node.load_colored_noise(cn)
+    out = node(torch.full((3, 1, 1), 0.4))
+    # X+0.1: .5, .5, .4; I: .5, .75, .775; V: .5 (fire -> 0), .75 (fire), .775 (fire); + 0.5·(1, 0, -1)
+    assert out[:, 0, 0].tolist() == pytest.approx([1.5, 1.0, 0.5])
+    node.cancel_load()
+    node.reset_noise(2)
+    assert node.eps_v_seq.shape == (2, 3, 1) and node.noise_step == -1
+    node(torch.zeros(3, 1, 1))
+    assert node.noise_step == 0 and node.get_colored_noise().shape == (3, 2)
+    node.is_training = False
+    # no noise in eval: I .4, .6, .7; V .4, .8 (fire -> 0), .7 (fire)
+    assert node(torch.full((3, 1, 1), 0.4))[:, 0, 0].tolist() == [0.0, 1.0, 1.0]
+
+
+def test_noisy_readout_and_colored_noise_statistics():
+    readout = neuron.NoisyNonSpikingIFNode(2, True, 3, 0.5 * math.sqrt(2), 0.0, "last-me")  # sigma = 0.5
+    readout.load_colored_noise(torch.tensor([[[1.0, 0.0], [1.0, 0.0], [1.0, 2.0]]]))
+    assert readout(torch.ones(3, 1, 2)).tolist()[0] == pytest.approx([4.5, 4.0])
+    noise = neuron.powerlaw_psd_gaussian(1.0, [200, 256], random_state=0)
+    assert noise.shape == (200, 256)
+    assert abs(noise.std() - 1.0) < 0.1 and abs(noise.mean()) < 0.1
+    white = neuron.powerlaw_psd_gaussian(0.0, [200, 256], random_state=0)
+    lag1 = lambda a: float((a[:, 1:] * a[:, :-1]).mean())  # noqa: E731
+    assert lag1(noise) > 0.3 and abs(lag1(white)) < 0.05  # pink noise is correlated in time, white is not
