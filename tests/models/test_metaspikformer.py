@@ -27,7 +27,10 @@ from spikeforge.models.metaspikformer import MultiStepLIF
 from spikeforge.spec import NeuronKind
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "specs"
-VECTORS = SHARED / "vectors" / "metaspikformer_public.pt"
+# the shared specs beside the checkout, else a copy in tests/data (sha256 fd304fc5...)
+VECTORS = next((p for p in (SHARED / "vectors" / "metaspikformer_public.pt",
+                            Path(__file__).resolve().parents[1] / "data" / "metaspikformer_public.pt")
+                if p.is_file()), SHARED / "vectors" / "metaspikformer_public.pt")
 KEY_LISTS = {("metaspikformer_8_512", False): SHARED / "checkpoints" / "metaspikformer_8_512.txt",
              ("metaspikformer_8_384", True): SHARED / "checkpoints" / "metaspikformer_8_384_kd.txt"}
 SMALL = dict(embed_dim=[8, 16, 32, 40], num_classes=10)  # the vectors' widths
