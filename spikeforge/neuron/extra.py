@@ -11,7 +11,7 @@ Two roads, as for every spikeforge neuron:
   :mod:`spikeforge.neuron._dynamics` (ordinary autograd over T; logged once per class); it has
   ``spec = None``. These are ``QIFNode``, ``EIFNode``, ``AdaptBaseNode`` / ``IzhikevichNode``, ``CUBALIFNode``,
   ``KLIFNode``, ``LIAFNode``, ``ComplementaryLIFNode``, ``GatedLIFNode``, ``RAFNode``, ``TernaryIFNode`` /
-  ``TernaryLIFNode``.
+  ``TernaryLIFNode``, ``ILIFNode``.
 
 Notation per step t: input X, membrane before the step V (``self.v``), charged membrane H, spike
 S = Θ(H − V_th) (surrogate gradient backward), S_r = S or S.detach() (``detach_reset``), and the reset
@@ -51,6 +51,7 @@ __all__ = [
     "RAFNode",
     "TernaryIFNode",
     "TernaryLIFNode",
+    "ILIFNode",
 ]
 
 
@@ -797,3 +798,34 @@ class TernaryLIFNode(_TernaryMixin, BaseNode):
     def extra_repr(self) -> str:
         return super().extra_repr() + f", tau={self.tau}, decay_input={self.decay_input}"
 
+
+
+class ILIFNode(LIFNode):
+    r"""Integer LIF (multi-level spikes; SpikingJelly's ``ILIFNode``): :math:`H_t = (1 - 1/\tau) V_{t-1} + X_t`,
+    :math:`S_t = \mathrm{round}(\mathrm{clamp}(H_t/V_{th}, 0, K))` with the gradient of
+    ``surrogate.MultiLevelSpikeCount(K)`` (1 inside its window), soft reset :math:`V_t = H_t - S_r V_{th}`.
+    ``tau`` defaults to 4/3 (decay 1/4)."""
+
+    _python_dynamics = True
+
+    def __init__(
+        self,
+        tau: float = 4.0 / 3.0,
+        v_threshold: float = 1.0,
+        surrogate_function=None,
+        detach_reset: bool = False,
+        step_mode: str = "s",
+        store_v_seq: bool = False,
+    ):
+        if surrogate_function is None:
+            surrogate_function = surrogate.MultiLevelSpikeCount(4)
+        if not isinstance(surrogate_function, surrogate.MultiLevelSpikeCount) or not surrogate_function.spiking:
+            raise ValueError("surrogate_function must be a spiking surrogate.MultiLevelSpikeCount")
+        super().__init__(tau, False, v_threshold, None, surrogate_function, detach_reset, step_mode, store_v_seq)
+
+    def _python_step(self, x: torch.Tensor) -> torch.Tensor:
+        self.v_float_to_tensor(x)
+        h = (1.0 - 1.0 / self.tau) * self.v + x
+        spike = self.surrogate_function(h / self.v_threshold)
+        self.v = _reset(h, spike, self.v_threshold, None, self.detach_reset)
+        return spike

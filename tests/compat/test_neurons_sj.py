@@ -69,6 +69,9 @@ CASES = {
     "RAFNode": ("RAFNode", (-0.2, 1.0, 1.0, 1.0, 0.0), {}, 1.5, ["v", "u"]),
     "RAFNode-soft": ("RAFNode", (-0.5, 2.0, 0.5, 0.6, None), {"sg": ("ATan", 2.0)}, 1.5, ["v", "u"]),
     "TernaryIFNode": ("TernaryIFNode", (0.7, 0.0), {}, 1.0, ["v"]),
+    "ILIFNode": ("ILIFNode", (4.0 / 3.0, 1.0), {}, 3.0, ["v"]),
+    "ILIFNode-2-detach": ("ILIFNode", (2.0, 0.5), {"sg": ("MultiLevelSpikeCount", 2), "detach_reset": True}, 1.0,
+                          ["v"]),
     "TernaryLIFNode-soft": ("TernaryLIFNode", (2.0, True, 0.5, None), {"sg": ("ATan", 2.0)}, 1.5, ["v"]),
 }
 
@@ -252,7 +255,7 @@ def test_base_node_subclass_equals_spikingjelly_simple_node(mode):
                                   "ComplementaryLIFNode", "MaskedPSN", "SlidingPSN", "PSN", "GatedLIFNode",
                                   "NonSpikingIFNode", "NonSpikingLIFNode", "DSRIFNode", "DSRLIFNode", "ILCBaseNode",
                                   "ILCIFNode", "ILCLIFNode", "ILCCUBALIFNode", "ActivationAwareIFNode", "AdaptBaseNode",
-                                  "NonSpikingBaseNode", "SimpleBaseNode", "STBIFNode", "NoisyBaseNode",
+                                  "NonSpikingBaseNode", "SimpleBaseNode", "STBIFNode", "ILIFNode", "NoisyBaseNode",
                                   "NoisyCUBALIFNode", "NoisyILCBaseNode", "NoisyILCCUBALIFNode",
                                   "NoisyNonSpikingBaseNode", "NoisyNonSpikingIFNode"])
 def test_signature_matches_spikingjelly(name):

@@ -403,3 +403,15 @@ def test_noisy_readout_and_colored_noise_statistics():
     white = neuron.powerlaw_psd_gaussian(0.0, [200, 256], random_state=0)
     lag1 = lambda a: float((a[:, 1:] * a[:, :-1]).mean())  # noqa: E731
     assert lag1(noise) > 0.3 and abs(lag1(white)) < 0.05  # pink noise is correlated in time, white is not
+
+
+def test_ilif_emits_multi_level_counts():
+    node = neuron.ILIFNode(2.0, 1.0, step_mode="m")  # H = V/2 + X, S = round(clamp(H, 0, 4)), V = H - S
+    x = torch.tensor([[2.6], [0.2], [7.0]], requires_grad=True)
+    out = node(x)
+    # H 2.6 -> S 3, V -.4; H 0 -> S 0, V 0; H 7 -> S 4 (capped), V 3
+    assert out[:, 0].tolist() == [3.0, 0.0, 4.0] and float(node.v.detach()) == pytest.approx(3.0)
+    out[0].sum().backward()  # inside the window [0, 4] the spike passes dH/dX = 1
+    assert x.grad[0, 0].item() == 1.0
+    with pytest.raises(ValueError, match="MultiLevelSpikeCount"):
+        neuron.ILIFNode(surrogate_function=surrogate.ATan())
