@@ -15,7 +15,8 @@ Every neuron exposes ``module.spec`` (:class:`spikeforge.spec.NeuronSpec`) and r
 * :mod:`.psn` — the parallel spiking neurons ``PSN``, ``MaskedPSN``, ``SlidingPSN`` (one GEMM over T);
 * :mod:`.research` — DSR IF/LIF (rate-based backward), the ILC population neurons, the activation-aware IF,
   SpikeZIP's STBIF;
-* :mod:`.noisy` — the colored-noise exploration neurons of deep RL (``Noisy*``, ``powerlaw_psd_gaussian``).
+* :mod:`.noisy` — the colored-noise exploration neurons of deep RL (``Noisy*``, ``powerlaw_psd_gaussian``);
+* :mod:`.few_spike` — few-spike neurons (``FewSpikeNode``, ``OutlierAwareThresholdNode``, ``HGNode``).
 """
 
 from ..base import MemoryModule, StepModule
@@ -44,6 +45,7 @@ from .extra import (
     TernaryIFNode,
     TernaryLIFNode,
 )
+from .few_spike import FewSpikeNode, FewSpikeTable, HGNode, OutlierAwareThresholdNode
 from .group import GroupLIF
 from .noisy import (
     NoisyBaseNode,
@@ -118,4 +120,8 @@ __all__ = [
     "NoisyNonSpikingBaseNode",
     "NoisyNonSpikingIFNode",
     "powerlaw_psd_gaussian",
+    "FewSpikeTable",
+    "FewSpikeNode",
+    "OutlierAwareThresholdNode",
+    "HGNode",
 ]

@@ -257,7 +257,8 @@ def test_base_node_subclass_equals_spikingjelly_simple_node(mode):
                                   "ILCIFNode", "ILCLIFNode", "ILCCUBALIFNode", "ActivationAwareIFNode", "AdaptBaseNode",
                                   "NonSpikingBaseNode", "SimpleBaseNode", "STBIFNode", "ILIFNode", "NoisyBaseNode",
                                   "NoisyCUBALIFNode", "NoisyILCBaseNode", "NoisyILCCUBALIFNode",
-                                  "NoisyNonSpikingBaseNode", "NoisyNonSpikingIFNode"])
+                                  "NoisyNonSpikingBaseNode", "NoisyNonSpikingIFNode", "FewSpikeNode",
+                                  "OutlierAwareThresholdNode", "HGNode"])
 def test_signature_matches_spikingjelly(name):
     """Every parameter of SpikingJelly's constructor exists here, in the same positional order with the same
     default (surrogates compared by class and alpha); spikeforge-only parameters are keyword-only."""
@@ -417,3 +418,32 @@ def test_noisy_neurons_match(name, loaded):
     params_theirs = dict(theirs.named_parameters())
     for pname, p in ours.named_parameters():
         torch.testing.assert_close(p.grad, params_theirs[pname].grad)
+
+
+# ------------------------------------------------------------------------------------------------ few-spike
+def _tables(lib, K=4, shift=0.0):
+    theta = [1.0 + shift, 0.5, 0.25, 0.125]
+    return lib.FewSpikeTable(theta[:K], [1.0, 0.5, 0.25, 0.125][:K], [1.2, 0.6, 0.3, 0.15][:K])
+
+
+@pytest.mark.parametrize("mode", ["s", "m"])
+@pytest.mark.parametrize("name", ["FewSpikeNode", "OutlierAwareThresholdNode", "HGNode"])
+def test_few_spike_neurons_match(name, mode):
+    def build(lib, sg):
+        if name == "FewSpikeNode":
+            return lib.FewSpikeNode(_tables(lib), sg, mode)
+        if name == "OutlierAwareThresholdNode":
+            return lib.OutlierAwareThresholdNode(_tables(lib), _tables(lib, shift=1.0), 1.2, 3.0, sg, mode)
+        return lib.HGNode([_tables(lib), _tables(lib, shift=0.5), _tables(lib, shift=1.5)], [0.5, 1.5], sg, mode)
+
+    ours, theirs = build(neuron, surrogate.ATan()), build(sj_neuron, sj_surrogate.ATan())
+    ours.double(), theirs.double()
+    shape = (4, *SHAPE) if mode == "m" else SHAPE
+    x_ours, x_theirs = _inputs(*shape, scale=1.5 if mode == "s" else 0.6)
+    if name == "OutlierAwareThresholdNode":
+        with torch.no_grad():
+            x_ours.mul_(2.0).sub_(1.0)
+            x_theirs.copy_(x_ours)
+    y_ours, y_theirs = ours(x_ours), theirs(x_theirs)
+    assert y_theirs.abs().sum() > 0
+    _grads_match(y_ours, y_theirs, x_ours, x_theirs)

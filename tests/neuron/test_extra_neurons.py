@@ -415,3 +415,20 @@ def test_ilif_emits_multi_level_counts():
     assert x.grad[0, 0].item() == 1.0
     with pytest.raises(ValueError, match="MultiLevelSpikeCount"):
         neuron.ILIFNode(surrogate_function=surrogate.ATan())
+
+
+def test_few_spike_node_encodes_with_k_spikes():
+    table = neuron.FewSpikeTable([1.0, 0.5, 0.25], [1.0, 0.5, 0.25], [1.0, 0.5, 0.25])  # binary expansion
+    node = neuron.FewSpikeNode(table)
+    # g = 1.3: z = (1, 0, 1) -> y = 1.25;  g = 0.6: (0, 1, 0) -> 0.5
+    assert node(torch.tensor([1.3, 0.6])).tolist() == [1.25, 0.5]
+    node.step_mode = "m"
+    out = node(torch.tensor([[0.5], [0.5], [0.3]]))  # the gate is the sum, 1.3
+    assert out[:, 0].tolist() == [1.0, 0.0, 0.25]
+    outlier = neuron.OutlierAwareThresholdNode(table, neuron.FewSpikeTable([2.0, 1.0, 0.5], [2.0, 1.0, 0.5],
+                                                                           [2.0, 1.0, 0.5]), 1.5)
+    assert outlier(torch.tensor([-1.3, 3.2])).tolist() == [-1.25, 3.0]  # the sign is restored; 3.2 uses the outliers
+    regions = neuron.HGNode([table, neuron.FewSpikeTable([1.5, 1, 1], [0, 0, 0], [3, 0, 0])], [1.0])
+    assert regions(torch.tensor([0.6, 1.6])).tolist() == [0.5, 3.0]
+    with pytest.raises(ValueError, match="strictly increasing"):
+        neuron.HGNode([table, table, table], [1.0, 0.5])
