@@ -40,9 +40,10 @@ from spikeforge.training.cli import (
     run_fit,
     setup_run,
 )
+from spikeforge.training.online import add_memory_flags, apply_memory_flags, check_memory_flags
 from spikeforge.training.tutorial_nets import CSNN
 
-__all__ = ["CSNN", "build_parser", "main", "run_dir"]
+__all__ = ["CSNN", "build_parser", "chunk_forward", "main", "run_dir"]
 
 COMMAND = "python -m spikeforge.examples.conv_fashion_mnist"
 
@@ -58,6 +59,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("-channels", default=128, type=int, help="channels of CSNN")
     parser.add_argument("-save-es", default=None,
                         help="dir for saving the spikes of the first {Conv2d-BatchNorm2d-IFNode} for test image 0")
+    add_memory_flags(parser)
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (or set SPIKEFORGE_DEBUG=1)")
     return parser
@@ -66,6 +68,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def run_dir(args) -> Path:
     name = f"T{args.T}_b{args.b}_{args.opt}_lr{args.lr}_c{args.channels}" + ("_amp" if args.amp else "")
     return Path(args.out_dir) / name
+
+
+def chunk_forward(net: CSNN, images: torch.Tensor, t0: int, t1: int) -> torch.Tensor:
+    """Output spikes of steps t0 .. t1 − 1 from the current state (direct coding: the same image every step),
+    for ``--train-mode tbptt / ottt / sltt``."""
+    return net.conv_fc(images.unsqueeze(0).expand(t1 - t0, *images.shape))
 
 
 @torch.no_grad()
@@ -83,6 +91,7 @@ def _main(argv: list[str]) -> int:
 
     args = build_parser().parse_args(argv)
     check_training_args(args, "channels")
+    check_memory_flags(args)
     if args.save_es:
         check_writable_dir(args.save_es, "-save-es")
     resume = resume_checkpoint(args.resume) if args.resume else None
@@ -94,6 +103,8 @@ def _main(argv: list[str]) -> int:
         net = CSNN(T=args.T, channels=args.channels).to(device)
         if main_rank:
             print(net)
+        time_training = apply_memory_flags(args, net, net.conv_fc, chunk_forward,
+                                           log=print if main_rank else (lambda *_: None))
         train_data, test_data = load_split_tensors("fashion-mnist", args.data_dir, args.train_limit,
                                                    args.test_limit, dtype=torch.float32)
         optimizer = make_optimizer(net, args)
@@ -103,7 +114,7 @@ def _main(argv: list[str]) -> int:
             print(f"run folder: {out_dir}", flush=True)
         trainer = Trainer(net, optimizer, schedule=scheduler, amp=args.amp, device=device, batch_size=args.b,
                           clip_grad_norm=args.clip_grad, sync_bn=args.sync_bn, out_dir=out_dir, args=args,
-                          header=f"{args}\n{out_dir}", progress=not args.no_progress)
+                          header=f"{args}\n{out_dir}", progress=not args.no_progress, time_training=time_training)
         exit_code = run_fit(trainer, train_data, test_data, epochs=args.epochs, resume=resume,
                             resume_hint=lambda checkpoint: resume_command(COMMAND, argv, checkpoint))
         if exit_code is not None or not trainer.is_main:

@@ -42,6 +42,7 @@ from spikeforge.training.cli import (
     run_fit,
     setup_run,
 )
+from spikeforge.training.online import add_memory_flags, apply_memory_flags, check_memory_flags
 from spikeforge.training.tutorial_nets import LIFFCNet
 
 SNN = LIFFCNet  # the example's historical name for the network
@@ -62,6 +63,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--dense", action="store_true",
                         help="materialise the Poisson spikes and run the plain Sequential (slower; the "
                              "fused path computes the same thing)")
+    add_memory_flags(parser)
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (or set SPIKEFORGE_DEBUG=1)")
     return parser
@@ -72,6 +74,13 @@ def _check_args(args) -> None:
     if args.tau <= 1:
         raise UsageError(f"-tau must be > 1 (the LIF decay is 1/tau), got {args.tau}")
     check_training_args(args)
+    check_memory_flags(args)
+
+
+def chunk_forward(net: LIFFCNet, images, t0: int, t1: int):
+    """Output spikes of steps t0 .. t1 − 1 from the current state (fresh Poisson spikes for those steps), for
+    ``--train-mode tbptt / ottt / sltt``."""
+    return net.forward_poisson(images, t1 - t0)
 
 
 def run_dir(args) -> Path:
@@ -95,6 +104,8 @@ def _main(argv: list[str], parser: argparse.ArgumentParser | None) -> int:
         net = LIFFCNet(tau=args.tau, dense=args.dense).to(device)
         if main_rank:
             print(net)
+        time_training = apply_memory_flags(args, net, net.output_neuron, chunk_forward,
+                                           log=print if main_rank else (lambda *_: None))
         train_data, test_data = load_split_tensors("mnist", args.data_dir, args.train_limit, args.test_limit)
         out_dir = run_dir_for(run_dir(args), resume=resume, overwrite=args.overwrite)
         if main_rank:
@@ -102,7 +113,8 @@ def _main(argv: list[str], parser: argparse.ArgumentParser | None) -> int:
         trainer = Trainer(net, make_optimizer(net, args),
                           forward=lambda model, images: model.firing_rate(images, args.T), amp=args.amp,
                           device=device, batch_size=args.b, clip_grad_norm=args.clip_grad, sync_bn=args.sync_bn,
-                          out_dir=out_dir, args=args, header=f"{args}\n{out_dir}", progress=not args.no_progress)
+                          out_dir=out_dir, args=args, header=f"{args}\n{out_dir}", progress=not args.no_progress,
+                          time_training=time_training)
         exit_code = run_fit(trainer, train_data, test_data, epochs=args.epochs, resume=resume,
                             resume_hint=lambda checkpoint: resume_command(COMMAND, argv, checkpoint))
         if exit_code is not None or not trainer.is_main:
