@@ -16,7 +16,8 @@ Every neuron exposes ``module.spec`` (:class:`spikeforge.spec.NeuronSpec`) and r
 * :mod:`.research` — DSR IF/LIF (rate-based backward), the ILC population neurons, the activation-aware IF,
   SpikeZIP's STBIF;
 * :mod:`.noisy` — the colored-noise exploration neurons of deep RL (``Noisy*``, ``powerlaw_psd_gaussian``);
-* :mod:`.few_spike` — few-spike neurons (``FewSpikeNode``, ``OutlierAwareThresholdNode``, ``HGNode``).
+* :mod:`.few_spike` — few-spike neurons (``FewSpikeNode``, ``OutlierAwareThresholdNode``, ``HGNode``);
+* :mod:`.flexsn` — ``FlexSN``, a neuron from a pure single-step function.
 """
 
 from ..base import MemoryModule, StepModule
@@ -46,6 +47,7 @@ from .extra import (
     TernaryLIFNode,
 )
 from .few_spike import FewSpikeNode, FewSpikeTable, HGNode, OutlierAwareThresholdNode
+from .flexsn import FlexSN
 from .group import GroupLIF
 from .noisy import (
     NoisyBaseNode,
@@ -124,4 +126,5 @@ __all__ = [
     "FewSpikeNode",
     "OutlierAwareThresholdNode",
     "HGNode",
+    "FlexSN",
 ]

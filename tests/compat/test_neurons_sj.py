@@ -258,7 +258,7 @@ def test_base_node_subclass_equals_spikingjelly_simple_node(mode):
                                   "NonSpikingBaseNode", "SimpleBaseNode", "STBIFNode", "ILIFNode", "NoisyBaseNode",
                                   "NoisyCUBALIFNode", "NoisyILCBaseNode", "NoisyILCCUBALIFNode",
                                   "NoisyNonSpikingBaseNode", "NoisyNonSpikingIFNode", "FewSpikeNode",
-                                  "OutlierAwareThresholdNode", "HGNode"])
+                                  "OutlierAwareThresholdNode", "HGNode", "FlexSN"])
 def test_signature_matches_spikingjelly(name):
     """Every parameter of SpikingJelly's constructor exists here, in the same positional order with the same
     default (surrogates compared by class and alpha); spikeforge-only parameters are keyword-only."""
@@ -447,3 +447,29 @@ def test_few_spike_neurons_match(name, mode):
     y_ours, y_theirs = ours(x_ours), theirs(x_theirs)
     assert y_theirs.abs().sum() > 0
     _grads_match(y_ours, y_theirs, x_ours, x_theirs)
+
+
+# --------------------------------------------------------------------------------------------------- FlexSN
+def _flex_core(x, v, w, decay):
+    """A leaky neuron with an adaptation state; smooth firing so every gradient term is exercised."""
+    h = decay * v + x - w
+    spike = torch.sigmoid(4.0 * (h - 1.0))
+    return spike, h * (1.0 - spike), 0.8 * w + 0.2 * spike
+
+
+@pytest.mark.parametrize("store", [False, True])
+@pytest.mark.parametrize("mode", ["s", "m"])
+def test_flexsn_matches(mode, store):
+    decay_ours = torch.nn.Parameter(torch.tensor(0.7, dtype=torch.float64))
+    decay_theirs = torch.nn.Parameter(torch.tensor(0.7, dtype=torch.float64))
+    ours = neuron.FlexSN(_flex_core, 2, (decay_ours,), mode, store)
+    theirs = sj_neuron.FlexSN(_flex_core, 2, (decay_theirs,), mode, store)
+    x_ours, x_theirs = _inputs(T, *SHAPE, scale=2.0)
+    y_ours = ours(x_ours) if mode == "m" else torch.stack([ours(x) for x in x_ours])
+    y_theirs = theirs(x_theirs) if mode == "m" else torch.stack([theirs(x) for x in x_theirs])
+    for s_ours, s_theirs in zip(ours.states, theirs.states, strict=True):
+        torch.testing.assert_close(s_ours, s_theirs, rtol=1e-10, atol=1e-12)
+    if store and mode == "m":
+        for s_ours, s_theirs in zip(ours.state_seqs, theirs.state_seqs, strict=True):
+            torch.testing.assert_close(s_ours, s_theirs, rtol=1e-10, atol=1e-12)
+    _grads_match(y_ours, y_theirs, x_ours, x_theirs, ours, theirs)

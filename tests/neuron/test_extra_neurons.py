@@ -432,3 +432,22 @@ def test_few_spike_node_encodes_with_k_spikes():
     assert regions(torch.tensor([0.6, 1.6])).tolist() == [0.5, 3.0]
     with pytest.raises(ValueError, match="strictly increasing"):
         neuron.HGNode([table, table, table], [1.0, 0.5])
+
+
+def test_flexsn_runs_a_pure_step_function():
+    def core(x, v, threshold):  # IF with a learnable threshold as a static input; smooth spike
+        h = v + x
+        s = (h >= threshold).to(h.dtype)
+        return s, h - s * threshold
+
+    threshold = torch.nn.Parameter(torch.tensor(1.0))
+    node = neuron.FlexSN(core, 1, (threshold,), "m", store_state_seqs=True)
+    assert [n for n, _ in node.named_parameters()] == ["_static_input_0"]
+    out = node(torch.tensor([[0.6], [0.6], [0.6]]))
+    # H .6, 1.2 (fire, V .2), .8
+    assert out[:, 0].tolist() == [0.0, 1.0, 0.0]
+    assert node.state_seqs[0][:, 0].tolist() == pytest.approx([0.6, 0.2, 0.8])
+    node.reset()
+    assert node.states == (None,)
+    with pytest.raises(TypeError, match="static_inputs"):
+        neuron.FlexSN(lambda x, v: (x + threshold, v), 1)
