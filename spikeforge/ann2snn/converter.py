@@ -57,8 +57,9 @@ class Converter:
     ``Converter(RateCodingRecipe(...), device)`` positionally); the options then come from the recipe
     (see :mod:`spikeforge.ann2snn.recipes`), and a custom :class:`~.recipes.FXConversionRecipe` runs hook by hook.
 
-    Args:
+    Args (positional order as SpikingJelly's ``Converter(dataloader, device, mode, momentum, fuse_flag)``):
         dataloader: calibration data (batches as tensors, ``(input, target)`` pairs or dicts with 'input').
+        device: where to calibrate and put the result (default: the ANN's device).
         mode: ``'max'`` (Diehl 2015), a percentile string such as ``'99.9%'`` (robust normalisation,
             Rueckauer 2017) or a float in (0, 1]: that fraction of the max. lambda is the statistic of each
             activation's *output* on the calibration data.
@@ -77,25 +78,22 @@ class Converter:
             spikeforge.neuron.IFNode(v_reset=None) -> VoltageScaler(lambda)``, SpikingJelly's layout. Both
             compute the same spikes (up to float rounding at exact ties).
         max_batches: calibrate on at most this many batches.
-        device: where to calibrate and put the result (default: the ANN's device).
         progress: show a tqdm bar during calibration.
 
     Without the low-latency options the neurons are plain soft-reset IF neurons (``v_reset=None``).
     """
 
-    def __init__(self, dataloader: Iterable | None = None, mode="max", fuse_flag: bool = True,
-                 momentum: float | None = 0.1, channel_wise: bool = False, half_threshold: bool = False,
-                 signed_spikes: bool = False, readout: str = "spikes", neuron: str = "fused",
-                 max_batches: int | None = None,
-                 device: torch.device | str | None = None, progress: bool = True, eps: float = 1e-8, *,
-                 recipe: FXConversionRecipe | str | None = None):
+    def __init__(self, dataloader: Iterable | None = None, device: torch.device | str | None = None, mode="max",
+                 momentum: float | None = 0.1, fuse_flag: bool = True, channel_wise: bool = False,
+                 half_threshold: bool = False, signed_spikes: bool = False, readout: str = "spikes",
+                 neuron: str = "fused", max_batches: int | None = None, progress: bool = True, eps: float = 1e-8,
+                 *, recipe: FXConversionRecipe | str | None = None):
+        # positional order: SpikingJelly 0.0.0.0.14's Converter(dataloader, device, mode, momentum, fuse_flag)
+        # and 2.0's Converter(recipe, device)
         self.recipe = None
         self._neuron_factory = None
         if recipe is None and isinstance(dataloader, (FXConversionRecipe, str)):
-            # SpikingJelly 2.0: Converter(recipe, device=None), both positional
             recipe, dataloader = dataloader, None
-            if mode != "max":
-                device, mode = mode, "max"
         if recipe is not None:
             given = dict(dataloader=dataloader, mode=mode, fuse_flag=fuse_flag, momentum=momentum,
                          channel_wise=channel_wise, half_threshold=half_threshold, signed_spikes=signed_spikes,

@@ -89,6 +89,20 @@ def test_recipe_and_keyword_styles_build_the_same_network(options):
     assert len(_scales(keyword)) == 3
 
 
+def test_spikingjelly_positional_orders():
+    # 0.0.0.0.14: Converter(dataloader, device=None, mode='Max', momentum=0.1, fuse_flag=True); 2.0: (recipe, device)
+    x, loader = _data()
+    ann = _ann()
+    keyword = Converter(dataloader=loader, mode=0.5, momentum=0.2, fuse_flag=False, progress=False)(ann)
+    old_style = Converter(loader, "cpu", 0.5, 0.2, False, progress=False)(ann)
+    new_style = Converter(RateCodingRecipe(loader, 0.5, 0.2, False, eps=1e-8, progress=False), "cpu").convert(ann)
+    expected = _rates(keyword, x[:8])
+    for snn in (old_style, new_style):
+        assert [s.item() for s in _scales(snn)] == [s.item() for s in _scales(keyword)]
+        assert torch.equal(_rates(snn, x[:8]), expected)
+    assert any(isinstance(m, ann2snn.ChannelAffine) for m in old_style.modules())  # fuse_flag=False kept BN
+
+
 def test_recipe_calibration_by_hand():
     # one Linear(1 -> 1, weight 1, bias 0) + ReLU: the recorded statistic is each batch's max
     ann = nn.Sequential(nn.Linear(1, 1), nn.ReLU())
