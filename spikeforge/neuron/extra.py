@@ -11,7 +11,7 @@ Two roads, as for every spikeforge neuron:
   :mod:`spikeforge.neuron._dynamics` (ordinary autograd over T; logged once per class); it has
   ``spec = None``. These are ``QIFNode``, ``EIFNode``, ``AdaptBaseNode`` / ``IzhikevichNode``, ``CUBALIFNode``,
   ``KLIFNode``, ``LIAFNode``, ``ComplementaryLIFNode``, ``GatedLIFNode``, ``RAFNode``, ``TernaryIFNode`` /
-  ``TernaryLIFNode``, ``ILIFNode``.
+  ``TernaryLIFNode``, ``ILIFNode``, ``MPBNBaseNode`` / ``MPBNLIFNode``.
 
 Notation per step t: input X, membrane before the step V (``self.v``), charged membrane H, spike
 S = Θ(H − V_th) (surrogate gradient backward), S_r = S or S.detach() (``detach_reset``), and the reset
@@ -52,6 +52,8 @@ __all__ = [
     "TernaryIFNode",
     "TernaryLIFNode",
     "ILIFNode",
+    "MPBNBaseNode",
+    "MPBNLIFNode",
 ]
 
 
@@ -829,3 +831,150 @@ class ILIFNode(LIFNode):
         spike = self.surrogate_function(h / self.v_threshold)
         self.v = _reset(h, spike, self.v_threshold, None, self.detach_reset)
         return spike
+
+
+class MPBNBaseNode(BaseNode):
+    r"""A neuron with membrane-potential batch normalisation (MPBN, Guo et al. 2023): the charged membrane is
+    normalised by ``vbn`` (``BatchNorm1d(out_features)`` or ``BatchNorm2d(out_channels)``; ``nn.Identity`` with
+    ``mpbn=False``) before firing, and the normalised value is what fires and is carried. ``learnable_vth``
+    fires against :math:`e^{a}` per feature (a learnable, init 0). After training,
+    :meth:`re_parameterize_v_threshold` folds the BN into the threshold,
+    :math:`V_{th}' = (V_{th} - \beta)\sqrt{\sigma^2 + \epsilon}/\gamma + \mu`, so inference needs no BN;
+    ``normalize_residual`` then still normalises the sub-threshold membrane, and a model trained further in that
+    state (test-time adaptation) re-estimates μ, σ² from each batch (``running_stats``: as a running average
+    whose momentum decays by ``bn_decay_momentum`` per step down to ``bn_min_momentum``). Exactly one of
+    ``out_features`` / ``out_channels`` is required."""
+
+    _python_dynamics = True
+
+    def __init__(
+        self,
+        v_threshold: float = 1.0,
+        v_reset: float | None = 0.0,
+        surrogate_function=None,
+        detach_reset: bool = False,
+        step_mode: str = "s",
+        store_v_seq: bool = False,
+        mpbn: bool = True,
+        out_features=None,
+        out_channels=None,
+        learnable_vth: bool = False,
+        bn_momentum: float = 0.1,
+        bn_decay_momentum: float = 0.94,
+        bn_min_momentum: float = 0.005,
+        *,
+        backend: str | None = None,
+    ):
+        super().__init__(v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq,
+                         backend=backend)
+        if (out_features is None) == (out_channels is None):
+            raise ValueError("give exactly one of out_features or out_channels")
+        features = out_channels if out_channels is not None else out_features
+        if mpbn:
+            self.vbn = nn.BatchNorm2d(features) if out_channels is not None else nn.BatchNorm1d(features)
+        else:
+            self.vbn = nn.Identity()
+        self.register_buffer("mu", None)
+        self.register_buffer("sigma2", None)
+        self.gamma = self.beta = self.eps = None
+        self.fold_bn = self.normalize_residual = self.running_stats = False
+        self.bn_momentum, self.bn_decay_momentum, self.bn_min_momentum = (float(bn_momentum), float(bn_decay_momentum),
+                                                                          float(bn_min_momentum))
+        self.learnable_vth = bool(learnable_vth)
+        if self.learnable_vth:
+            self.a = nn.Parameter(torch.zeros(features))
+
+    def re_parameterize_v_threshold(self, normalize_residual: bool = False, running_stats: bool = False) -> None:
+        """Fold ``vbn`` into the threshold (see the class); a learnt e^a becomes the fixed ``v_threshold``."""
+        if isinstance(self.vbn, nn.Identity):
+            return
+        self.fold_bn = True
+        if self.learnable_vth:
+            self.v_threshold = torch.exp(self.a.detach())
+            del self.a
+            self.learnable_vth = False
+        self.normalize_residual, self.running_stats = bool(normalize_residual), bool(running_stats)
+        self.mu, self.sigma2 = self.vbn.running_mean, self.vbn.running_var
+        self.gamma, self.beta, self.eps = self.vbn.weight, self.vbn.bias, self.vbn.eps
+        self.vbn = nn.Identity()
+
+    def _normalise(self, v: torch.Tensor) -> torch.Tensor:
+        bn = self.vbn
+        if isinstance(bn, nn.Identity):
+            return v
+        factor = 0.0 if bn.momentum is None else bn.momentum
+        if self.training:
+            bn.num_batches_tracked.add_(1)
+            if bn.momentum is None:
+                factor = 1.0 / float(bn.num_batches_tracked)
+        return torch.nn.functional.batch_norm(v, bn.running_mean, bn.running_var, bn.weight, bn.bias, self.training,
+                                              factor, bn.eps)
+
+    def _python_step(self, x: torch.Tensor) -> torch.Tensor:
+        self.v_float_to_tensor(x)
+        self.neuronal_charge(x)
+        v = self._normalise(self.v)
+        folded = self.fold_bn and not self.learnable_vth
+        if folded and self.training and not (v.dim() == 2 and v.shape[0] == 1):
+            dims = 0 if v.dim() == 2 else (0, 2, 3)
+            batch_mu, batch_var = v.mean(dims).detach(), v.var(dims, unbiased=True).detach()
+            if self.running_stats:
+                m = self.bn_momentum
+                self.mu = self.mu.detach() * (1 - m) + batch_mu * m
+                self.sigma2 = self.sigma2.detach() * (1 - m) + batch_var * m
+                self.bn_momentum = max(m * self.bn_decay_momentum, self.bn_min_momentum)
+            else:
+                self.mu, self.sigma2 = batch_mu, batch_var
+        shape = (1, -1) if v.dim() == 2 else (1, -1, 1, 1)
+        if folded:
+            threshold = ((self.v_threshold - self.beta) * torch.sqrt(self.sigma2 + self.eps) / self.gamma
+                         + self.mu).view(shape)
+        elif self.learnable_vth:
+            threshold = torch.exp(self.a).view(shape)
+        else:
+            threshold = self.v_threshold
+        diff = v - threshold
+        spike = self.surrogate_function(diff)
+        if self.normalize_residual:
+            sigma = torch.sqrt(self.sigma2 + self.eps).view(shape)
+            normalised = (v - self.mu.view(shape)) / sigma * self.gamma.view(shape) + self.beta.view(shape)
+            v = torch.where(diff <= 0, normalised, v)
+        self.v = _reset(v, spike, self.v_threshold, self.v_reset, self.detach_reset)
+        return spike
+
+
+class MPBNLIFNode(MPBNBaseNode):
+    r"""LIF with membrane-potential BN (:class:`MPBNBaseNode`): the LIF charge (``decay_input`` False by
+    default), :math:`\tilde H_t = \mathrm{BN}(H_t)`, fire on :math:`\tilde H_t`, reset :math:`\tilde H_t`."""
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        decay_input: bool = False,
+        v_threshold: float = 1.0,
+        v_reset: float | None = 0.0,
+        surrogate_function=None,
+        detach_reset: bool = False,
+        step_mode: str = "s",
+        store_v_seq: bool = False,
+        mpbn: bool = True,
+        out_features=None,
+        out_channels=None,
+        learnable_vth: bool = False,
+        bn_momentum: float = 0.1,
+        bn_decay_momentum: float = 0.94,
+        bn_min_momentum: float = 0.005,
+        *,
+        backend: str | None = None,
+    ):
+        super().__init__(v_threshold, v_reset, surrogate_function, detach_reset, step_mode, store_v_seq, mpbn,
+                         out_features, out_channels, learnable_vth, bn_momentum, bn_decay_momentum, bn_min_momentum,
+                         backend=backend)
+        self.tau = check_time_constant(tau)
+        self.decay_input = bool(decay_input)
+
+    def neuronal_charge(self, x: torch.Tensor) -> None:
+        self.v = _lif_charge(self.v, x, self.tau, self.decay_input, self.v_reset)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", tau={self.tau}, decay_input={self.decay_input}"

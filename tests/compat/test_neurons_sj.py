@@ -258,7 +258,7 @@ def test_base_node_subclass_equals_spikingjelly_simple_node(mode):
                                   "NonSpikingBaseNode", "SimpleBaseNode", "STBIFNode", "ILIFNode", "NoisyBaseNode",
                                   "NoisyCUBALIFNode", "NoisyILCBaseNode", "NoisyILCCUBALIFNode",
                                   "NoisyNonSpikingBaseNode", "NoisyNonSpikingIFNode", "FewSpikeNode",
-                                  "OutlierAwareThresholdNode", "HGNode", "FlexSN"])
+                                  "OutlierAwareThresholdNode", "HGNode", "FlexSN", "MPBNBaseNode", "MPBNLIFNode"])
 def test_signature_matches_spikingjelly(name):
     """Every parameter of SpikingJelly's constructor exists here, in the same positional order with the same
     default (surrogates compared by class and alpha); spikeforge-only parameters are keyword-only."""
@@ -472,4 +472,46 @@ def test_flexsn_matches(mode, store):
     if store and mode == "m":
         for s_ours, s_theirs in zip(ours.state_seqs, theirs.state_seqs, strict=True):
             torch.testing.assert_close(s_ours, s_theirs, rtol=1e-10, atol=1e-12)
+    _grads_match(y_ours, y_theirs, x_ours, x_theirs, ours, theirs)
+
+
+# ----------------------------------------------------------------------------------------------------- MPBN
+MPBN_CASES = {
+    "features-train": (dict(out_features=4), "train", None),
+    "channels-eval": (dict(out_channels=3), "eval", None),
+    "learnable-vth": (dict(out_features=4, learnable_vth=True), "train", None),
+    "folded-residual-running": (dict(out_channels=3), "train", dict(normalize_residual=True, running_stats=True)),
+    "folded-batch-stats": (dict(out_features=4), "train", dict(normalize_residual=False, running_stats=False)),
+    "no-mpbn": (dict(out_features=4, mpbn=False), "train", None),
+}
+
+
+@pytest.mark.parametrize("mode", ["s", "m"])
+@pytest.mark.parametrize("case", sorted(MPBN_CASES))
+def test_mpbn_lif_matches(case, mode):
+    kwargs, phase, fold = MPBN_CASES[case]
+    torch.manual_seed(8)
+    ours = neuron.MPBNLIFNode(2.0, False, 0.8, 0.0, surrogate.ATan(), **kwargs)
+    theirs = sj_neuron.MPBNLIFNode(2.0, False, 0.8, 0.0, sj_surrogate.ATan(), **kwargs)
+    shape = (T, 5, 3, 2, 2) if "out_channels" in kwargs else (T, 5, 4)
+    with torch.no_grad():  # non-trivial BN statistics and affine parameters, the same in both
+        for m in (ours, theirs):
+            if not isinstance(m.vbn, torch.nn.Identity):
+                m.vbn.running_mean.copy_(torch.linspace(-0.2, 0.3, m.vbn.num_features))
+                m.vbn.running_var.copy_(torch.linspace(0.5, 1.5, m.vbn.num_features))
+                m.vbn.weight.copy_(torch.linspace(0.8, 1.2, m.vbn.num_features))
+                m.vbn.bias.copy_(torch.linspace(0.0, 0.2, m.vbn.num_features))
+            if kwargs.get("learnable_vth"):
+                m.a.copy_(torch.linspace(-0.3, 0.2, 4))
+    if fold is not None:
+        ours.re_parameterize_v_threshold(**fold)
+        theirs.re_parameterize_v_threshold(**fold)
+    ours.train(phase == "train"), theirs.train(phase == "train")
+    ours.double(), theirs.double()
+    x_ours, x_theirs = _inputs(*shape, scale=2.0)
+    y_ours, y_theirs = _run(ours, x_ours, mode), _run(theirs, x_theirs, mode)
+    assert y_theirs.sum() > 0
+    torch.testing.assert_close(ours.v, theirs.v, rtol=1e-9, atol=1e-12)
+    for name, buf in theirs.named_buffers():
+        torch.testing.assert_close(dict(ours.named_buffers())[name], buf, rtol=1e-9, atol=1e-12)
     _grads_match(y_ours, y_theirs, x_ours, x_theirs, ours, theirs)

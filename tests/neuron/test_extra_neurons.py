@@ -451,3 +451,33 @@ def test_flexsn_runs_a_pure_step_function():
     assert node.states == (None,)
     with pytest.raises(TypeError, match="static_inputs"):
         neuron.FlexSN(lambda x, v: (x + threshold, v), 1)
+
+
+def test_mpbn_lif_normalises_the_membrane_and_folds_into_the_threshold():
+    def run(node, xs):
+        outs, vs = [], []
+        for x in xs:
+            outs.append(float(node(torch.tensor([[x]])).detach()))
+            vs.append(float(node.v.detach()))
+        return outs, vs
+
+    node = neuron.MPBNLIFNode(2.0, False, 1.0, 0.0, out_features=1).eval()
+    with torch.no_grad():
+        node.vbn.running_mean.fill_(0.5)
+        node.vbn.running_var.fill_(0.25 - node.vbn.eps)  # sigma = 0.5
+        node.vbn.weight.fill_(2.0)
+        node.vbn.bias.fill_(0.1)
+    # H = V/2 + X; BN(H) = 2(H - .5)/.5 + .1:  X=.6: H .6 -> .5 (no spike, V .5); X=.6: H .85 -> 1.5 (fire, V 0)
+    outs, vs = run(node, [0.6, 0.6])
+    assert outs == [0.0, 1.0] and vs == pytest.approx([0.5, 0.0])
+    x = torch.linspace(0.0, 1.5, 16).view(16, 1)
+    node.reset()
+    before = node(x)
+    node.re_parameterize_v_threshold()
+    node.reset()
+    after = node(x)  # one step from rest: BN(H) >= 1  <=>  H >= (1 - .1)·.5/2 + .5
+    assert isinstance(node.vbn, torch.nn.Identity) and torch.equal(before, after) and 0 < after.sum() < 16
+    plain = neuron.MPBNLIFNode(2.0, False, 1.0, 0.0, mpbn=False, out_features=1)
+    assert run(plain, [0.6, 0.6, 0.6])[0] == [0.0, 0.0, 1.0]  # H .6, .9, 1.05
+    with pytest.raises(ValueError, match="exactly one"):
+        neuron.MPBNLIFNode()
