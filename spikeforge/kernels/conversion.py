@@ -25,6 +25,7 @@ CPU tensors that need no gradient — conversion is inference — else it hands 
 from __future__ import annotations
 
 import functools
+import weakref
 
 import torch
 
@@ -54,6 +55,27 @@ def _numba_if_kernel():
             return None
         _NUMBA_KERNEL = functools.partial(compile_call, ("conversion.if",), conversion_if)
     return _NUMBA_KERNEL or None
+
+
+# Per-channel thresholds broadcast to the full frame, kept between the steps of a batch: the converted network
+# calls the kernel once per step with the same threshold tensor, and expanding it each time wrote a frame-sized
+# copy per layer per step. Keyed by the tensor's identity (a weak reference, so a freed tensor whose id is reused
+# never matches), its version counter (bumped by any in-place change) and the frame's shape.
+_THETA_CACHE: dict[int, tuple] = {}
+_THETA_CACHE_SIZE = 64
+
+
+def _full_theta(theta: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    entry = _THETA_CACHE.get(id(theta))
+    if entry is not None:
+        ref, version, shape, dtype, full = entry
+        if ref() is theta and version == theta._version and shape == frame.shape and dtype == frame.dtype:
+            return full
+    full = theta.to(frame.dtype).expand_as(frame).contiguous()
+    if len(_THETA_CACHE) >= _THETA_CACHE_SIZE:
+        _THETA_CACHE.clear()
+    _THETA_CACHE[id(theta)] = (weakref.ref(theta), theta._version, frame.shape, frame.dtype, full)
+    return full
 
 
 class ConversionReferenceKernel:
@@ -113,7 +135,7 @@ class ConversionCpuKernel:
         x_seq = x_seq.contiguous()
         frame = x_seq[0]
         out = torch.empty((steps, *frame.shape), dtype=frame.dtype)
-        theta = theta.to(frame.dtype).expand_as(frame).contiguous()
+        theta = _full_theta(theta, frame)
         count = count if options.signed_spikes else torch.zeros(1)
         kernel(x_seq.reshape(x_seq.shape[0], -1).numpy(), steps, static, v.view(-1).numpy(), count.view(-1).numpy(),
                theta.view(-1).numpy(), options.emit_threshold, options.signed_spikes, out.view(steps, -1).numpy())

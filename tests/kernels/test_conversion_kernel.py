@@ -108,3 +108,18 @@ def test_set_backend_rejects_unknown_names():
 def test_triton_is_not_a_conversion_kernel_and_falls_back():
     spec = conversion_if_spec()
     assert select_kernel(torch.device("cpu"), "triton", spec) is ConversionReferenceKernel
+
+
+def test_cached_full_threshold_follows_in_place_changes():
+    """The frame-sized threshold kept between steps is rebuilt when the threshold changes in place or the frame
+    shape changes, so a stale copy never decides a spike."""
+    from spikeforge.kernels.conversion import _full_theta
+
+    theta = torch.tensor([1.0, 2.0]).reshape(2, 1)
+    frame = torch.zeros(3, 2, 4)
+    first = _full_theta(theta, frame)
+    assert torch.equal(first, theta.expand(3, 2, 4))
+    assert _full_theta(theta, frame) is first  # reused between steps
+    theta.mul_(3.0)
+    assert torch.equal(_full_theta(theta, frame), theta.expand(3, 2, 4))
+    assert torch.equal(_full_theta(theta, torch.zeros(5, 2, 4)), theta.expand(5, 2, 4))
