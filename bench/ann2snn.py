@@ -84,11 +84,12 @@ def main(argv=None):
     parser.add_argument("--calib-batches", type=int, default=100, help="training batches of 100 to calibrate on")
     parser.add_argument("--test-limit", type=int, default=None, help="time on the first N test images only")
     parser.add_argument("--repeats", type=int, default=1, help="best of this many timed runs")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     train = MNIST(train=True).as_tensors(torch.float32)
     test = MNIST(train=False).as_tensors(torch.float32)
     if args.test_limit:
@@ -99,7 +100,7 @@ def main(argv=None):
     test_loader = batches(test, args.batch_size)
     n_images = len(test[1])
     rows = [("ANN", "-", ann_accuracy(model, test), float("nan"))]
-    print(f"torch {torch.__version__}, {args.threads} threads, {n_images} test images, T={args.T}, "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {n_images} test images, T={args.T}, "
           f"batch {args.batch_size}", flush=True)
 
     snn = ann2snn.Converter(calib, mode="max", progress=False)(model)
