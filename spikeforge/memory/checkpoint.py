@@ -96,8 +96,6 @@ class _TimeChunked:
         if not (torch.is_grad_enabled() and isinstance(x_seq, torch.Tensor) and x_seq.dim() >= 2):
             return base.forward(self, x_seq)
         bounds = chunk_bounds(x_seq.shape[0], self._time_chunk_size, self._time_segments)
-        if len(bounds) == 1:
-            return base.forward(self, x_seq)
         slots = _slots(self)
         outputs = []
         for t0, t1 in bounds:
@@ -130,8 +128,10 @@ def checkpoint_time(module: nn.Module, chunk_size: int | None = None, *, segment
     """Run multi-step ``module`` (input ``[T, N, ...]``, output ``[T, ...]``) in checkpointed time chunks.
 
     Give ``chunk_size`` (steps per chunk: the saved memory then stays nearly flat in T) or ``segments`` (the
-    number of chunks). In place (the class is swapped for a subclass; parameters and ``state_dict`` keys are
-    unchanged); returns ``module``. Without gradient recording (evaluation) it runs as before.
+    number of chunks). ``segments=1`` checkpoints through depth only: wrap the blocks of a network one by one,
+    and each keeps just its input for backward and is recomputed whole. In place (the class is swapped for a
+    subclass; parameters and ``state_dict`` keys are unchanged); returns ``module``. Without gradient recording
+    (evaluation) it runs as before.
     ``batch_norm='per_chunk'`` accepts BatchNorm layers in training mode, which then normalise each chunk with
     its own statistics (see the module docstring); by default they are refused.
     """

@@ -67,6 +67,21 @@ def test_equals_plain_bptt(kwargs):
     assert type(chunked) is nn.Sequential
 
 
+def test_through_depth_blocks():
+    """segments=1 on each block: checkpointing through depth, the state carried through each block's call."""
+    x = torch.rand(5, 2, 1, 8, 8, dtype=torch.float64) * 2.5
+    plain = time_local_net()
+    blocks = copy.deepcopy(plain)
+    for i in (0, 3, 5):
+        checkpoint_time(blocks[i], segments=1)
+    checkpoint_time(blocks[1], segments=1)  # a neuron alone
+    out_a, grads_a, state_a = run(plain, x)
+    out_b, grads_b, state_b = run(blocks, x)
+    assert torch.equal(out_a, out_b)
+    for a, b in zip(state_a + grads_a, state_b + grads_b):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_with_bit_spikes_and_in_eval():
     x = torch.rand(6, 2, 1, 8, 8, dtype=torch.float64) * 2.5
     plain = time_local_net()
