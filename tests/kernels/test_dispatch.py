@@ -199,3 +199,44 @@ def test_only_functional_calls_into_the_kernels():
                 names += [a.name for a in node.names if a.name.startswith("spikeforge.kernels")]
             offenders += [f"{rel}: {name}" for name in names]
     assert offenders == []
+
+
+@needs_numba
+def test_compiled_conv_snn_training_step_keeps_one_op_per_neuron_call():
+    """SpikingJelly's conv_fashion_mnist net (4 IF layers) compiled for training: one fused neuron op per layer in
+    the forward graph and one backward op per layer in the backward graph, in one graph, same gradients as
+    eager."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    from spikeforge import functional
+    from spikeforge.training.tutorial_nets import CSNN
+
+    torch._dynamo.reset()
+    captured = {"fw": [], "bw": []}
+
+    def keep(kind):
+        def compiler(gm, example_inputs):
+            captured[kind].append(gm)
+            return make_boxed_func(gm.forward)
+        return compiler
+
+    torch.manual_seed(0)
+    net = CSNN(T=2, channels=4)
+    x = torch.rand(3, 1, 28, 28)
+    compiled = torch.compile(net, backend=aot_autograd(fw_compiler=keep("fw"), bw_compiler=keep("bw")),
+                             fullgraph=True)
+    compiled(x).square().sum().backward()
+    grads_compiled = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    functional.reset_net(net)
+    net(x).square().sum().backward()
+
+    def count(kind, op):
+        return sum(node.target is op for gm in captured[kind] for node in gm.graph.nodes)
+
+    assert len(captured["fw"]) == 1 and len(captured["bw"]) == 1
+    assert count("fw", torch.ops.spikeforge.neuron_multi_step.default) == 4
+    assert count("bw", torch.ops.spikeforge.neuron_multi_step_backward.default) == 4
+    for got, want in zip(grads_compiled, (p.grad for p in net.parameters())):
+        torch.testing.assert_close(got, want)
