@@ -1,7 +1,9 @@
 """Spiking neuron modules (SpikingJelly ``activation_based.neuron`` names, signatures and semantics).
 
-Every neuron exposes ``module.spec`` (:class:`spikeforge.spec.NeuronSpec`) and runs through
-:mod:`spikeforge.functional` → :mod:`spikeforge.kernels` dispatch → a kernel:
+A neuron whose update is one of the :class:`spikeforge.spec.NeuronSpec` laws exposes it as ``module.spec`` and
+runs through :mod:`spikeforge.functional` → :mod:`spikeforge.kernels` dispatch → a fused kernel; a neuron with
+its own equations runs them as ordinary autograd operations over T (the *reference path*, logged once per class)
+and has ``spec = None``:
 
 * :mod:`.core` — ``IFNode``, ``LIFNode``, ``ParametricLIFNode`` and STBP's ``LIFSpike``;
 * :mod:`.conversion` — ``ConversionIFNode``, the ANN→SNN IF neuron (per-channel threshold, signed spikes,
@@ -11,7 +13,8 @@ Every neuron exposes ``module.spec`` (:class:`spikeforge.spec.NeuronSpec`) and r
   ``neuronal_charge`` methods (also: subclass ``BaseNode`` and override ``neuronal_charge``), run step by step
   on the reference path (:mod:`._dynamics`), logged once per class;
 * :mod:`.extra` — more SpikingJelly 2.0 neurons (non-spiking readouts, QIF, EIF, Izhikevich, CUBA LIF, KLIF,
-  LIAF, CLIF, GLIF, RAF, ternary, OTTT/SLTT, half-threshold IF), fused where a spec law fits, else reference;
+  LIAF, CLIF, GLIF, RAF, ternary, ILIF, MPBN LIF, OTTT/SLTT, half-threshold IF), fused where a spec law fits,
+  else reference;
 * :mod:`.psn` — the parallel spiking neurons ``PSN``, ``MaskedPSN``, ``SlidingPSN`` (one GEMM over T);
 * :mod:`.research` — DSR IF/LIF (rate-based backward), the ILC population neurons, the activation-aware IF,
   SpikeZIP's STBIF;
