@@ -428,8 +428,13 @@ class MetaSpikeFormer(nn.Module):
         Each ``Sequential(RepConv, BN)`` becomes one ``Conv2d(C, C, 3, padding=1)`` with bias (``mode="single"``;
         see :meth:`~spikeforge.models.layers.RepConv.fuse`), or keeps its 1x1 / depthwise / 1x1 factors with the
         BatchNorms folded (``mode="factorized"``, fewer MACs); every other Conv-BN pair becomes one convolution
-        with bias. The outputs are those of the eval-mode model up to float rounding. The state_dict names
-        change (BatchNorms disappear), so load checkpoints before this. In place; returns the model.
+        with bias. The outputs are those of the eval-mode model up to float rounding (a membrane within
+        rounding of a threshold may flip its spike). The state_dict names change (BatchNorms disappear), so load
+        checkpoints before this. In place; returns the model.
+
+        Speed: the single 3x3 fold multiplies those layers' MACs by about 4.5, so at the released widths it is
+        slower on CPU (0.73-0.81x measured, ``bench/metaspikformer_reparam.py``); ``"factorized"`` is the
+        faster choice there (1.00-1.06x), the single fold wins only on very small models.
         """
         _reparameterize(self, mode)
         return self
