@@ -500,6 +500,9 @@ def _table_module(name: str, kind: SurrogateKind, function, default: float, doc:
     def primitive_function(x, alpha):
         return primitive(kind, x, alpha)
 
+    def backward(grad_output, x, alpha):
+        return grad_output * derivative(kind, x, alpha)
+
     __init__.__signature__ = inspect.Signature([
         inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
         inspect.Parameter("alpha", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default),
@@ -507,6 +510,7 @@ def _table_module(name: str, kind: SurrogateKind, function, default: float, doc:
     return type(name, (SurrogateFunctionBase,), {
         "__doc__": doc, "__init__": __init__, "kernel_id": int(kind), "__module__": __name__,
         "spiking_function": staticmethod(spiking_function), "primitive_function": _BoundStatic(primitive_function),
+        "backward": staticmethod(backward),
     })
 
 
@@ -558,6 +562,10 @@ class PiecewiseLeakyReLU(SurrogateFunctionBase):
     @_BoundStatic
     def primitive_function(x, w, c):
         return primitive(PIECEWISE_LEAKY_RELU, x, w, c)
+
+    @staticmethod
+    def backward(grad_output, x, w, c):
+        return grad_output * derivative(PIECEWISE_LEAKY_RELU, x, w, c)
 
     @property
     def kernel_params(self) -> tuple[int, float, float]:

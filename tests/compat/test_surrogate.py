@@ -314,6 +314,11 @@ def test_sj_surrogate_class_same_forward_and_gradient(name):
     y2, g2 = _grad(theirs, x)
     assert torch.equal(y1, y2)
     torch.testing.assert_close(g1, g2, rtol=1e-6, atol=1e-7)
+    if "backward" in vars(type(theirs)) and name not in ("DeterministicPass", "PoissonPass"):
+        grad_out = torch.rand_like(x)
+        params = list(theirs._sg_params.values())
+        torch.testing.assert_close(type(ours).backward(grad_out, x, *params),
+                                   type(theirs).backward(grad_out, x, *params), rtol=1e-6, atol=1e-7)
     if name in SJ_NO_PRIMITIVE:
         return
     ours.set_spiking_mode(False)
