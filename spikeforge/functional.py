@@ -6,9 +6,17 @@ to :mod:`spikeforge.kernels` (module → functional → one dispatch → kernel)
 returns the new state with the output:
 
 * :func:`neuron_multi_step` — any charge-fire-reset spec (IF / LIF / PLIF / STBP LIF);
-  :func:`if_multi_step`, :func:`lif_multi_step`, :func:`plif_multi_step` build the spec from keywords;
+  :func:`if_multi_step`, :func:`lif_multi_step`, :func:`plif_multi_step` build the spec from SpikingJelly 2.0's
+  arguments (its positional order; ``backend`` keyword-only), and ``if_step`` / ``lif_step`` / ``plif_step`` run
+  one step of them;
 * :func:`conversion_if_multi_step` — the ANN→SNN IF neuron;
 * :func:`group_lif` — SNN-MLP's group LIF (:func:`group_lif_tensors`: the same with plain arguments, for TorchScript).
+
+The rest are SpikingJelly 2.0's plain helpers, with its names and behaviour: ``reset_net`` (every module with a
+``reset()``), ``set_step_mode`` (the children of stepping containers keep their mode), the forward helpers
+(``multi_step_forward``, ``seq_to_ann_forward``, time-last and chunked variants), ``delay``, the TET and
+spike-similarity losses, ``first_spike_index``, ``redundant_one_hot``, ``kaiming_normal_conv_linear_weight``; the
+STDP rules are reachable here too (they live in :mod:`spikeforge.learning`).
 """
 
 from __future__ import annotations
