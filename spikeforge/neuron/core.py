@@ -182,8 +182,17 @@ class BaseNode(PythonDynamics, MemoryModule):
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
         """One step. With ``store_v_seq`` the membrane after the step is appended to ``v_seq`` (as SpikingJelly
         2.0 does in single-step mode) until :meth:`reset`."""
-        if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        if not isinstance(x, torch.Tensor):
             raise ValueError("x must be a tensor of shape [N, ...] in single-step mode")
+        if x.dim() == 0:
+            # One neuron fed a 0-d tensor (SpikingJelly's recurrent-container docstring does this): run it as a
+            # one-element layer and hand back 0-d spike and membrane, as SpikingJelly does.
+            if isinstance(self.v, torch.Tensor):
+                self.v = self.v.reshape(1)
+            spike = self.single_step_forward(x.reshape(1)).reshape(())
+            if isinstance(self.v, torch.Tensor):
+                self.v = self.v.reshape(())
+            return spike
         if type(self)._python_dynamics:
             log_python_path(type(self))
             spike = self._python_step(x)
