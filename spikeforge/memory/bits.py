@@ -73,15 +73,23 @@ def unpack_bits(packed: torch.Tensor, shape, dtype: torch.dtype, scale=None, sta
     return out
 
 
-def _same_tensor(t: torch.Tensor, x: torch.Tensor) -> bool:
-    if t.dtype != x.dtype or t.numel() != x.numel() or t.device != x.device or not t.is_contiguous():
-        return False
+def _identity(x: torch.Tensor):
+    """What identifies ``x``'s memory (no reference to ``x``: autograd keeps the pack hook alive as long as the
+    saved value, and a reference would keep the float tensor alive with it)."""
     if not x.is_contiguous():
+        return None
+    try:
+        return (x.untyped_storage().data_ptr(), x.storage_offset(), x.numel(), x.dtype, x.device)
+    except RuntimeError:  # tensors without storage (e.g. under a tracer)
+        return None
+
+
+def _matches(t: torch.Tensor, identity) -> bool:
+    if identity is None or not t.is_contiguous():
         return False
     try:
-        return (t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
-                and t.storage_offset() == x.storage_offset())
-    except RuntimeError:  # tensors without storage (e.g. under a tracer)
+        return (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel(), t.dtype, t.device) == identity
+    except RuntimeError:
         return False
 
 
@@ -90,14 +98,16 @@ def saved_as_bits(x: torch.Tensor, scale=None):
     """Within this block, autograd saves ``x`` (known to hold only 0 and ``scale``, default 1) as bits.
 
     Only a saved tensor that is ``x`` itself or a contiguous view of all of it (a reshape) is packed; anything
-    else autograd saves is kept unchanged. ``scale`` may be a 0-d tensor (read when the tensor is saved).
+    else autograd saves is kept unchanged. ``scale`` may be a 0-d tensor or a callable giving one (read when the
+    tensor is saved). The hooks hold no reference to ``x``, so once packed it is freed as usual.
     """
-    if not isinstance(x, torch.Tensor) or x.is_floating_point() is False:
+    identity = _identity(x) if isinstance(x, torch.Tensor) and x.is_floating_point() else None
+    if identity is None:
         yield
         return
 
     def pack(t: torch.Tensor):
-        if _same_tensor(t, x):
+        if _matches(t, identity):
             s = scale() if callable(scale) else scale
             return ("bits", pack_bits(t), t.shape, t.dtype, s)
         return t
