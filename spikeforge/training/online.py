@@ -137,6 +137,9 @@ class TimeTraining:
         for module, (neuron, dropout) in spike_sources(model).items():
             if not isinstance(module, _WEIGHTED) or dropout is not None:
                 continue
+            bit_base = getattr(type(module), "_bit_base", None)
+            if bit_base is not None:  # under OTTT the layer saves the trace, which is not binary: no bits
+                module.__class__ = bit_base
             cls = type(module)
             if not isinstance(module, _TraceWeightGrad):
                 sub = _TRACE_CLASSES.get(cls)
