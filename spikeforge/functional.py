@@ -291,6 +291,30 @@ def group_lif_tensors(x: torch.Tensor, tau: torch.Tensor, v_th: torch.Tensor, li
 
 
 # ------------------------------------------------------------------------------------ network helpers
+def poisson_spikes(x: torch.Tensor, T: int, *, seed: int | None = None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Poisson spike trains ``[T, *x.shape]`` (uint8 0/1); see :func:`spikeforge.kernels.encoding.poisson_spikes`."""
+    from .kernels import encoding  # imports numba when installed: only on first use
+
+    return encoding.poisson_spikes(x, T, seed=seed, generator=generator)
+
+
+def poisson_linear(x: torch.Tensor, weight: torch.Tensor, T: int, bias: torch.Tensor | None = None, *,
+                   seed: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``linear(PoissonEncoder(x)_t, weight, bias)`` for all T steps from the non-zero inputs only, ``[T, B, O]``;
+    see :func:`spikeforge.kernels.encoding.poisson_linear`."""
+    from .kernels import encoding
+
+    return encoding.poisson_linear(x, weight, T, bias, seed=seed, generator=generator)
+
+
+def has_fast_poisson_kernels() -> bool:
+    """True when the fused Poisson kernels (numba) are available; otherwise dense torch code runs."""
+    from .kernels import encoding
+
+    return encoding.has_fast_kernels()
+
+
 def collect_reset_modules(net: nn.Module) -> tuple[nn.Module, ...]:
     """Every module of ``net`` with a callable ``reset`` (what :func:`reset_net` resets)."""
     return tuple(m for m in net.modules() if callable(getattr(m, "reset", None)))
@@ -441,6 +465,9 @@ __all__ = [
     "seq_to_ann_forward",
     "firing_rate",
     "check_step_mode",
+    "poisson_spikes",
+    "poisson_linear",
+    "has_fast_poisson_kernels",
 ]
 
 

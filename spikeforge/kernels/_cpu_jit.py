@@ -2,7 +2,7 @@
 
 Imported only when numba is installed: lazily by :mod:`spikeforge.kernels.cpu` and
 :mod:`spikeforge.kernels.conversion` (their docstrings describe the algorithms), and by
-:mod:`spikeforge.fused_encoding` for :func:`cached_njit`.
+:mod:`spikeforge.kernels.encoding` for :func:`cached_njit`.
 
 Why module level. numba keys a cached function by its signature, its bytecode and, when the function has a
 ``__closure__``, a hash of the pickled closure cells. A kernel defined inside a function closes over the helper

@@ -179,9 +179,7 @@ def test_only_functional_calls_into_the_kernels():
     offenders = []
     for path in root.rglob("*.py"):
         rel = path.relative_to(root).as_posix()
-        # fused_encoding is the documented specialisation outside the boundary (Poisson encoder fused with the
-        # Linear that reads it); it shares the numba helpers, not the neuron kernels
-        if rel.startswith("kernels/") or rel in ("functional.py", "fused_encoding.py"):
+        if rel.startswith("kernels/") or rel == "functional.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             names = []

@@ -35,6 +35,7 @@ FIRST_CALLS = textwrap.dedent("""
     import json, time
     import torch
     from spikeforge import fused_encoding, neuron
+    from spikeforge.kernels import encoding
     from spikeforge.kernels import _cpu_jit, cpu
     from spikeforge.neuron import ConversionIFNode
 
@@ -49,9 +50,9 @@ FIRST_CALLS = textwrap.dedent("""
     weight = torch.randn(5, 12, requires_grad=True)
     fused_encoding.poisson_linear(torch.rand(3, 12), weight, 4, seed=1).sum().backward()
     kernels = {"forward": _cpu_jit.forward, "backward": _cpu_jit.backward, "conversion_if": _cpu_jit.conversion_if,
-               "compact": fused_encoding._compact, "fire": fused_encoding._fire_kernel,
-               "poisson_forward": fused_encoding._forward_kernel,
-               "poisson_weight_grad": fused_encoding._weight_grad_kernel}
+               "compact": encoding._compact, "fire": encoding._fire_kernel,
+               "poisson_forward": encoding._forward_kernel,
+               "poisson_weight_grad": encoding._weight_grad_kernel}
     stats = {name: [sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values())]
              for name, k in kernels.items()}
     print(json.dumps({"stats": stats, "lif_seconds": lif_seconds}))
