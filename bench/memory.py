@@ -6,15 +6,17 @@ Run it where SpikingJelly 2.0 is installed to get its rows too (spikeforge is pu
     PYTHONPATH=/work/main /path/to/peer-venv/bin/python bench/memory.py --budget-mib 4096  # + largest T in 4 GB
 
 Every configuration runs in a fresh subprocess (this script with ``--one``), so no allocator state is shared.
-The network is the one of ``bench/neurons.py`` (same definition, copied here): [T, B = 32, 1, 28, 28] input,
+The network is the one of ``bench/neurons.py`` (imported from it): [T, B = 32, 1, 28, 28] input,
 Conv(1→16) → BN → LIF → MaxPool → Conv(16→32) → BN → LIF → MaxPool → Flatten → Linear(1568→10) → LIF, the
 loss cross-entropy of the mean output; one training step = forward, loss, backward.
 
 Peak memory: as in ``bench/neurons.py``: glibc is told to mmap every block over 64 KiB (so freed tensors leave
 the resident set at once), and the peak resident set (VmHWM, reset through /proc/self/clear_refs) during a step
 minus the resident set before it is the step's peak; the minimum over ``--repeats`` steps (after a warm-up step
-of the same configuration at T = 4, which compiles and loads the kernels).
-Step time: the median of the same steps (on a shared machine compare rows of the same run only).
+of the same configuration at T = 4, which compiles and loads the kernels). That allocator setting makes every
+large allocation page-fault, so the memory children time nothing.
+Step time (``--timing-T``): all configurations in this parent process, with the default allocator, round-robin
+over ``--rounds`` rounds (on a shared machine compare rows of the same run only).
 
 Configurations:
 
@@ -36,8 +38,6 @@ Configurations:
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import os
 import statistics
@@ -51,72 +51,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spikeforge import layer as sf_layer  # noqa: E402
-from spikeforge import neuron as sf_neuron  # noqa: E402
+sys.path.insert(0, str(ROOT / "bench"))
 
-TAU = 2.0
-BATCH = 32
-
-
-def conv_snn(library: str, backend: str | None = None) -> torch.nn.Module:
-    """The conv SNN of ``bench/neurons.py --memory-only`` (same layers and shapes), from each library's layers."""
-    if library == "spikingjelly":
-        from spikingjelly.activation_based import layer as lib_layer
-        from spikingjelly.activation_based import neuron as sj_neuron
-
-        def lif():
-            return sj_neuron.LIFNode(tau=TAU, step_mode="m")
-    else:
-        lib_layer = sf_layer
-
-        def lif():
-            return sf_neuron.LIFNode(tau=TAU, step_mode="m", backend=backend)
-
-    seq = lib_layer.SeqToANNContainer
-    return torch.nn.Sequential(
-        seq(lib_layer.Conv2d(1, 16, 3, padding=1, bias=False), lib_layer.BatchNorm2d(16)), lif(),
-        seq(lib_layer.MaxPool2d(2), lib_layer.Conv2d(16, 32, 3, padding=1, bias=False), lib_layer.BatchNorm2d(32)),
-        lif(),
-        seq(lib_layer.MaxPool2d(2), lib_layer.Flatten(), lib_layer.Linear(32 * 7 * 7, 10)), lif(),
-    )
-
-
-# ----------------------------------------------------------------- memory probe (the method of bench/neurons.py)
-def _limit_malloc_caching() -> bool:
-    """Make glibc mmap every block over 64 KiB (and unmap it on free), so RSS tracks live tensors."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 64 * 1024)) and bool(libc.mallopt(m_trim_threshold, 0))
-    except OSError:
-        return False
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-class PeakMemory:
-    """Peak resident memory (MiB) above the level at entry; ``None`` where /proc is unavailable."""
-
-    def __enter__(self):
-        gc.collect()
-        self.base = _status_kib("VmRSS")
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            self.base = None
-        return self
-
-    def __exit__(self, *exc):
-        peak = _status_kib("VmHWM")
-        self.mib = None if self.base is None or peak is None else (peak - self.base) / 1024.0
+# The conv SNN of ``bench/neurons.py --memory-only`` and its memory probe (glibc told to mmap large blocks; used
+# only in the per-configuration child processes, which time nothing).
+from neurons import CONV_BATCH as BATCH  # noqa: E402
+from neurons import PeakMemory, _limit_malloc_caching, conv_snn  # noqa: E402
 
 SF = ("sf-default", "sf-bits", "sf-ckpt", "sf-tbptt", "sf-sltt", "sf-ottt")
 SJ = ("sj-default", "sj-memopt", "sj-memopt-chunk")
@@ -208,15 +148,13 @@ def measure_one(config: str, T: int, batch: int, chunk: int, k: int, repeats: in
     # warm-up on the first steps of the sequence: kernels compiled and loaded, gradients allocated
     short = min(T, 2 * min(chunk, k))
     step(x[:short].clone(), target)
-    peaks, times = [], []
+    peaks = []
     for _ in range(repeats):
         with PeakMemory() as probe:
-            t0 = time.perf_counter()
             step()
-            times.append(time.perf_counter() - t0)
         peaks.append(probe.mib)
     peak = None if not memory_ok or None in peaks else min(peaks)
-    return {"config": config, "T": T, "batch": batch, "peak_mib": peak, "step_ms": statistics.median(times) * 1e3}
+    return {"config": config, "T": T, "batch": batch, "peak_mib": peak}
 
 
 def timing(configs: list[str], T: int, args) -> dict:
@@ -337,25 +275,26 @@ def main(argv=None) -> None:
             row = run_child(config, T, args)
             results.append(row)
             if row:
-                print(f"  {config:16} T={T:<4} peak {row['peak_mib']:8.1f} MiB  step {row['step_ms']:8.0f} ms",
+                print(f"  {config:16} T={T:<4} peak {row['peak_mib']:8.1f} MiB",
                       flush=True)
-    print(f"\n{'config':16} " + " ".join(f"{'T=' + str(T) + ' MiB':>11} {'ms':>7}" for T in args.T))
+    print(f"\n{'config':16} " + " ".join(f"{'T=' + str(T) + ' MiB':>11}" for T in args.T))
     by = {(r["config"], r["T"]): r for r in results if r}
     for config in configs:
         cells = []
         for T in args.T:
             r = by.get((config, T))
-            cells.append(f"{r['peak_mib']:>11.1f} {r['step_ms']:>7.0f}" if r else f"{'-':>11} {'-':>7}")
+            cells.append(f"{r['peak_mib']:>11.1f}" if r else f"{'-':>11}")
         print(f"{config:16} " + " ".join(cells))
     ref = {T: by.get(("sj-default", T)) for T in args.T}
-    own = {T: by.get(("sf-default", T)) for T in args.T}
-    print("\nratios (peak / SpikingJelly default peak; step time / spikeforge default step time)")
+    own = {T: timings[T]["sf-default"][0] for T in args.T if "sf-default" in timings.get(T, {})}
+    print("\nratios (peak / SpikingJelly default peak; step time / spikeforge default step time, from the "
+          "--timing-T run where it covers this T)")
     for config in configs:
         cells = []
         for T in args.T:
             r = by.get((config, T))
             mem = f"{r['peak_mib'] / ref[T]['peak_mib']:.2f}x" if r and ref[T] else "-"
-            tim = f"{r['step_ms'] / own[T]['step_ms']:.2f}x" if r and own[T] else "-"
+            tim = f"{timings[T][config][0] / own[T]:.2f}x" if T in own and config in timings[T] else "-"
             cells.append(f"{mem:>7} {tim:>7}")
         print(f"{config:16} " + " ".join(cells))
     largest = {}
