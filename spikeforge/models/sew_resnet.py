@@ -30,7 +30,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from .. import layer
+from . import spiking_resnet
 from ._registry import register_model
 from .spiking_resnet import _documented, _neuron, _ResNetBase, build_sj_model, conv1x1, conv3x3, model_urls  # noqa: F401
 
@@ -60,32 +60,15 @@ def _check_cnf(cnf):
     return cnf
 
 
-class BasicBlock(nn.Module):
-    """SEW basic block: ``g(S, SN2(BN2(conv2(SN1(BN1(conv1(x)))))))``."""
-
-    expansion = 1
-    _last_bn = "bn2"
+class BasicBlock(spiking_resnet.BasicBlock):
+    """SEW basic block: ``g(S, SN2(BN2(conv2(SN1(BN1(conv1(x)))))))``: the layers of the spiking ResNet block, the
+    second neuron before the shortcut, a neuron on the downsampled shortcut, and the connect function g."""
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
                  norm_layer=None, cnf: str | None = None, spiking_neuron: Callable | None = None, **kwargs):
-        super().__init__()
-        if norm_layer is None:
-            norm_layer = layer.BatchNorm2d
-        if groups != 1 or base_width != 64:
-            raise ValueError("BasicBlock only supports groups=1 and base_width=64")
-        if dilation > 1:
-            raise NotImplementedError("Dilation > 1 not supported in BasicBlock")
-        self.conv1 = conv3x3(inplanes, planes, stride)
-        self.bn1 = norm_layer(planes)
-        self.sn1 = _neuron(spiking_neuron, kwargs)
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = norm_layer(planes)
-        self.sn2 = _neuron(spiking_neuron, kwargs)
-        self.downsample = downsample
-        if downsample is not None:
-            self.downsample_sn = _neuron(spiking_neuron, kwargs)
-        self.stride = stride
-        self.cnf = _check_cnf("ADD" if cnf is None else cnf)
+        super().__init__(inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer,
+                         spiking_neuron, **kwargs)
+        _add_sew_shortcut(self, downsample, cnf, spiking_neuron, kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.sn1(self.bn1(self.conv1(x)))
@@ -97,32 +80,15 @@ class BasicBlock(nn.Module):
         return super().extra_repr() + f"cnf={self.cnf}"
 
 
-class Bottleneck(nn.Module):
-    """SEW bottleneck: ``g(SN3(BN3(conv3(...))), S)``."""
-
-    expansion = 4
-    _last_bn = "bn3"
+class Bottleneck(spiking_resnet.Bottleneck):
+    """SEW bottleneck: ``g(SN3(BN3(conv3(...))), S)``, the spiking ResNet bottleneck's layers as in
+    :class:`BasicBlock`."""
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
                  norm_layer=None, cnf: str | None = None, spiking_neuron: Callable | None = None, **kwargs):
-        super().__init__()
-        if norm_layer is None:
-            norm_layer = layer.BatchNorm2d
-        width = int(planes * (base_width / 64.0)) * groups
-        self.conv1 = conv1x1(inplanes, width)
-        self.bn1 = norm_layer(width)
-        self.sn1 = _neuron(spiking_neuron, kwargs)
-        self.conv2 = conv3x3(width, width, stride, groups, dilation)
-        self.bn2 = norm_layer(width)
-        self.sn2 = _neuron(spiking_neuron, kwargs)
-        self.conv3 = conv1x1(width, planes * self.expansion)
-        self.bn3 = norm_layer(planes * self.expansion)
-        self.sn3 = _neuron(spiking_neuron, kwargs)
-        self.downsample = downsample
-        if downsample is not None:
-            self.downsample_sn = _neuron(spiking_neuron, kwargs)
-        self.stride = stride
-        self.cnf = _check_cnf("ADD" if cnf is None else cnf)
+        super().__init__(inplanes, planes, stride, downsample, groups, base_width, dilation, norm_layer,
+                         spiking_neuron, **kwargs)
+        _add_sew_shortcut(self, downsample, cnf, spiking_neuron, kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.sn1(self.bn1(self.conv1(x)))
@@ -133,6 +99,14 @@ class Bottleneck(nn.Module):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f"cnf={self.cnf}"
+
+
+def _add_sew_shortcut(block: nn.Module, downsample, cnf, spiking_neuron, kwargs) -> None:
+    """The SEW additions to a spiking ResNet block: a neuron after the downsampling shortcut (registered after
+    ``downsample``, as SpikingJelly's key order has it) and the checked connect function."""
+    if downsample is not None:
+        block.downsample_sn = _neuron(spiking_neuron, kwargs)
+    block.cnf = _check_cnf("ADD" if cnf is None else cnf)
 
 
 class SEWResNet(_ResNetBase):
