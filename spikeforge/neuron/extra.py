@@ -77,6 +77,24 @@ def _state_like(value, x: torch.Tensor) -> torch.Tensor:
     return value if isinstance(value, torch.Tensor) else torch.full_like(x.data, float(value))
 
 
+class _ChargeFireReset:
+    """SpikingJelly's charge / fire / reset split for the multi-step research neurons (Noisy*, ILC*): the subclass
+    writes ``neuronal_charge``; firing is the surrogate of V − V_th, the reset hard or soft by ``v_reset``, and
+    ``v`` starts at ``v_reset`` (0 for soft reset)."""
+
+    def neuronal_charge(self, x: torch.Tensor) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define neuronal_charge(self, x)")
+
+    def neuronal_fire(self) -> torch.Tensor:
+        return self.surrogate_function(self.v - self.v_threshold)
+
+    def neuronal_reset(self, spike: torch.Tensor) -> None:
+        self.v = _reset(self.v, spike, self.v_threshold, self.v_reset, False)
+
+    def init_tensor(self, data: torch.Tensor) -> None:
+        self.v = torch.full_like(data, 0.0 if self.v_reset is None else self.v_reset)
+
+
 class _MultiStepOnly:
     """``step_mode`` is 'm' and stays 'm' (SpikingJelly's ``MultiStepModule``)."""
 

@@ -24,7 +24,7 @@ from .. import functional as F
 from .. import surrogate
 from ..spec import check_reset, check_threshold
 from ._dynamics import log_python_path
-from .extra import _MultiStepOnly, _reset
+from .extra import _ChargeFireReset, _MultiStepOnly
 
 __all__ = ["powerlaw_psd_gaussian", "NoisyBaseNode", "NoisyCUBALIFNode", "NoisyILCBaseNode", "NoisyILCCUBALIFNode",
            "NoisyNonSpikingBaseNode", "NoisyNonSpikingIFNode"]
@@ -91,7 +91,7 @@ class _NoiseStream:
                                "first (or load_colored_noise)")
 
 
-class NoisyBaseNode(_NoiseStream, _MultiStepOnly, nn.Module):
+class NoisyBaseNode(_NoiseStream, _MultiStepOnly, _ChargeFireReset, nn.Module):
     """Noisy spiking population (see the module); subclass and define ``neuronal_charge(x)``."""
 
     spec = None
@@ -105,18 +105,6 @@ class NoisyBaseNode(_NoiseStream, _MultiStepOnly, nn.Module):
         self.v_threshold = check_threshold(v_threshold)
         self.v_reset = check_reset(v_reset)
         self.surrogate_function = surrogate.Rect() if surrogate_function is None else surrogate_function
-
-    def neuronal_charge(self, x: torch.Tensor) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must define neuronal_charge(self, x)")
-
-    def neuronal_fire(self) -> torch.Tensor:
-        return self.surrogate_function(self.v - self.v_threshold)
-
-    def neuronal_reset(self, spike: torch.Tensor) -> None:
-        self.v = _reset(self.v, spike, self.v_threshold, self.v_reset, False)
-
-    def init_tensor(self, data: torch.Tensor) -> None:
-        self.v = torch.full_like(data, 0.0 if self.v_reset is None else self.v_reset)
 
     def _after_spike(self, t: int, spike: torch.Tensor):
         return None

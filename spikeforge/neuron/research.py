@@ -24,7 +24,7 @@ from .. import surrogate
 from ..base import MemoryModule
 from ..spec import check_reset, check_threshold
 from ._dynamics import log_python_path
-from .extra import _MultiStepOnly, _reset
+from .extra import _ChargeFireReset, _MultiStepOnly, _reset
 
 __all__ = ["DSRIFNode", "DSRLIFNode", "ILCBaseNode", "ILCIFNode", "ILCLIFNode", "ILCCUBALIFNode",
            "ActivationAwareIFNode", "STBIFNode"]
@@ -166,7 +166,7 @@ class DSRLIFNode(_DSRBase):
 
 
 # ================================================================================================== ILC
-class ILCBaseNode(_MultiStepOnly, nn.Module):
+class ILCBaseNode(_MultiStepOnly, _ChargeFireReset, nn.Module):
     r"""Population neurons with intra-layer connections, over ``[T, N, act_dim·dec_pop_dim]``. Each call starts
     at V = V_reset; per step t: the charge (yours: ``neuronal_charge``) of
     :math:`X_t + C(S_{t-1})`, fire :math:`S_t = \Theta(V - V_{th})`, hard / soft reset (no detach), where C is
@@ -184,18 +184,6 @@ class ILCBaseNode(_MultiStepOnly, nn.Module):
         self.v_threshold = check_threshold(v_threshold)
         self.v_reset = check_reset(v_reset)
         self.surrogate_function = surrogate.Rect() if surrogate_function is None else surrogate_function
-
-    def neuronal_charge(self, x: torch.Tensor) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must define neuronal_charge(self, x)")
-
-    def neuronal_fire(self) -> torch.Tensor:
-        return self.surrogate_function(self.v - self.v_threshold)
-
-    def neuronal_reset(self, spike: torch.Tensor) -> None:
-        self.v = _reset(self.v, spike, self.v_threshold, self.v_reset, False)
-
-    def init_tensor(self, data: torch.Tensor) -> None:
-        self.v = torch.full_like(data, 0.0 if self.v_reset is None else self.v_reset)
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         F.check_sequence(x_seq)
