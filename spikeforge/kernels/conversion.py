@@ -30,6 +30,7 @@ import weakref
 import torch
 
 from ..spec import NeuronSpec
+from . import _alloc
 from .cpu import numba_installed
 
 _NUMBA_KERNEL = None
@@ -134,7 +135,7 @@ class ConversionCpuKernel:
         options = spec.conversion
         x_seq = x_seq.contiguous()
         frame = x_seq[0]
-        out = torch.empty((steps, *frame.shape), dtype=frame.dtype)
+        out = _alloc.empty((steps, *frame.shape), frame.dtype)
         theta = _full_theta(theta, frame)
         count = count if options.signed_spikes else torch.zeros(1)
         kernel(x_seq.reshape(x_seq.shape[0], -1).numpy(), steps, static, v.view(-1).numpy(), count.view(-1).numpy(),

@@ -41,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from . import _alloc
 from .reference import NeuronSpec, ReferenceKernel, compute_dtype
 
 logger = logging.getLogger("spikeforge.kernels")
@@ -252,13 +253,13 @@ class CpuKernel:
         x = x.contiguous()
         v_init = v0.to(cdt).contiguous()
         T, M = x.shape
-        spike_seq = torch.empty((T, M), dtype=x_seq.dtype)
+        spike_seq = _alloc.empty((T, M), x_seq.dtype)
         if x_seq.dtype in _ONE_BITS:
             spike_view, one_bits = spike_seq.view(torch.int16), np.int16(_ONE_BITS[x_seq.dtype])
         else:
             spike_view, one_bits = spike_seq, np.dtype(str(cdt).replace("torch.", "")).type(1.0)
         v_last = torch.empty(M, dtype=cdt)
-        v_seq = torch.empty((T, M), dtype=cdt) if store_v_seq else torch.empty((1, 1), dtype=cdt)
+        v_seq = _alloc.empty((T, M), cdt) if store_v_seq else torch.empty((1, 1), dtype=cdt)
         xn = _np(x)
         one, d, v_r, vth = _scalars(decay, spec, xn.dtype)
         try:
@@ -286,7 +287,7 @@ class CpuKernel:
         if grad_v_seq is None:
             gvs_stride = -1  # nothing reached v_seq: the kernel skips that term
         gvl = torch.zeros(M, dtype=cdt) if grad_v_last is None else grad_v_last.to(cdt).contiguous()
-        grad_x = torch.empty((T, M), dtype=cdt)
+        grad_x = _alloc.empty((T, M), cdt)
         grad_v0 = torch.empty(M, dtype=cdt)
         xn = _np(x)
         one, d, v_r, vth = _scalars(decay, spec, xn.dtype)
