@@ -518,13 +518,13 @@ def _stored_time_steps(args) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
 
-def _create(variant: str, pretrained, embed_dim: Sequence[int], kwargs: dict):
+def _create(variant: str, pretrained, embed_dim: Sequence[int], kwargs: dict, num_heads: int = 8):
     kwargs = dict(kwargs)
     features_only = bool(kwargs.pop("features_only", False))
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     feature_time = kwargs.pop("feature_time", "mean")
     T = kwargs.pop("T", None)
-    args = dict(img_size_h=224, img_size_w=224, patch_size=16, embed_dim=list(embed_dim), num_heads=8,
+    args = dict(img_size_h=224, img_size_w=224, patch_size=16, embed_dim=list(embed_dim), num_heads=num_heads,
                 mlp_ratios=4, in_channels=3, num_classes=1000, qkv_bias=False, depths=8, sr_ratios=1)
     if pretrained is not None and pretrained is not False and pretrained is not True:
         if not isinstance(pretrained, (str, os.PathLike, Mapping)):
@@ -575,10 +575,13 @@ def _doc(summary: str):
 
 
 @register_model
-@_doc("Meta-SpikeFormer tiny, embed_dim (16, 32, 64, 80): a small configuration for CPU demos and tests "
-      "(not in the paper; 981,864 parameters with 1000 classes).")
+@_doc("Meta-SpikeFormer tiny, embed_dim (16, 32, 64, 80), num_heads 1: a small configuration for CPU demos, "
+      "tests and small images (not in the paper; 981,864 parameters with 1000 classes). One head keeps the "
+      "head dimension at 64, the released models' value: the linear attention ``q (k^T v) / 8`` counts "
+      "coincident q/k/v spikes over tokens and channels, and with the paper's 8 heads of 8 channels and the few "
+      "tokens of a small image (4 x 4 at 64 px) ``attn_lif`` would never reach its threshold.")
 def metaspikformer_tiny(pretrained=None, **kwargs) -> MetaSpikeFormer:
-    return _create("metaspikformer_tiny", pretrained, (16, 32, 64, 80), kwargs)
+    return _create("metaspikformer_tiny", pretrained, (16, 32, 64, 80), kwargs, num_heads=1)
 
 
 @register_model
