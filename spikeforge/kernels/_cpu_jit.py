@@ -213,6 +213,21 @@ def _update_row(ht, gs, gv, sg, n, one, decay, vth, v_r, hard, fire_on_tie, deta
         gv[i] = gh - gh * decay
 
 
+@cached_njit(nogil=True, error_model="numpy", fastmath=_GRAD_FASTMATH)
+def _atan_row(ht, gs, gv, n, sp, one, decay, vth, v_r, hard, fire_on_tie, detach_reset, scale_input_grad):
+    """:func:`_surrogate_row` and :func:`_update_row` in one pass for ATan (the surrogate of lif_fc_mnist and
+    most SpikingJelly examples): the surrogate value stays in a register instead of a row buffer, same
+    arithmetic. Measured 3.8 -> 3.1 ms single-threaded at T=32, M=131072; the same fusion made Sigmoid
+    slower (4.6 -> 5.5 ms), so the other surrogates keep the two passes."""
+    c_atan, half_p0 = sp[2], sp[7]
+    for i in range(n):
+        u = c_atan * (ht[i] - vth)
+        sg = half_p0 / (one + u * u)
+        gh = gs[i] * sg + gv[i] * reset_grad(ht[i], sg, one, vth, v_r, hard, fire_on_tie, detach_reset)
+        ht[i] = gh * decay if scale_input_grad else gh
+        gv[i] = gh - gh * decay
+
+
 @cached_njit(nogil=True, error_model="numpy")
 def backward(x, v0, grad_spike, gs_stride, grad_v_last, grad_v_seq, gvs_stride, grad_x, grad_v0,
              need_decay_grad, one, decay, v_r, vth, leaky, decay_input, hard, fire_on_tie, detach_reset, sid, sp,
@@ -247,6 +262,10 @@ def backward(x, v0, grad_spike, gs_stride, grad_v_last, grad_v_seq, gvs_stride, 
                 gvs = grad_v_seq[t * gvs_stride, lo:lo + n]
                 for i in range(n):
                     gv[i] = gv[i] + gvs[i]
+            if sid == 1 and not need_decay_grad:
+                _atan_row(ht, gs, gv, n, sp, one, decay, vth, v_r, hard, fire_on_tie, detach_reset,
+                          scale_input_grad)
+                continue
             _surrogate_row(ht, sg, n, sid, sp, one, vth)
             if need_decay_grad:
                 # V_{t−1} − V_r (and X_t) enter the decay gradient; H_{t−1} is still in row t − 1.
