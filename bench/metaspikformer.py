@@ -13,9 +13,11 @@ are first checked to give the same logits.
 Measured (random weights and inputs ``[batch, 3, size, size]``, direct coding repeats them T times):
 
 * forward: eval mode under ``torch.no_grad``; forward+backward: train mode, cross-entropy, ``backward()``;
-  time per pass, the median of ``--iters`` passes after two warm-up passes;
+  time per pass, the median of ``--iters`` passes after two warm-up passes, the two variants alternating pass
+  by pass (a slow spell of a shared machine hits both alike; timed one block after the other, the f+b ratio
+  of the same command ranged 0.98-1.89x between runs);
 * ``--compile``: the same after ``torch.compile(model)`` (default inductor backend; the compile itself is in
-  the warm-up and reported separately);
+  the warm-up);
 * peak memory of one forward+backward: in a fresh child process per variant (default allocator, threads as
   given), the growth of the process's peak resident set over that pass (peak reset just before it, Linux
   ``clear_refs``), after a warm-up pass at batch 1 that loads every library and compiles the kernels.
@@ -78,23 +80,31 @@ def _reset(model, kind):
         sf_functional.reset_net(model)
 
 
-def time_passes(model, kind, x, y, iters, train: bool) -> list[float]:
-    times = []
+def one_pass(model, kind, x, y, train: bool) -> float:
+    start = time.perf_counter()
+    if train:
+        model.train()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+    else:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    _reset(model, kind)
+    return time.perf_counter() - start
+
+
+def time_round_robin(models: dict, x, y, iters: int, train: bool) -> dict:
+    """Median seconds per pass for each ``{kind: model}``, the passes alternating between the kinds (one pass of
+    each per round, 2 warm-up rounds), so a slow spell of the machine hits both sides alike."""
+    times = {kind: [] for kind in models}
     for i in range(iters + 2):
-        start = time.perf_counter()
-        if train:
-            model.train()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            model.zero_grad(set_to_none=True)
-        else:
-            model.eval()
-            with torch.no_grad():
-                model(x)
-        _reset(model, kind)
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    return times
+        for kind, model in models.items():
+            elapsed = one_pass(model, kind, x, y, train)
+            if i >= 2:
+                times[kind].append(elapsed)
+    return {kind: statistics.median(t) for kind, t in times.items()}
 
 
 def _status_kib(field: str) -> int:
@@ -154,12 +164,7 @@ def main() -> None:
     for mode, sf_model, sj_model in variants:
         for train in (False, True):
             phase = "forward+backward" if train else "forward"
-            result = {}
-            for kind, m in (("spikeforge", sf_model), ("spikingjelly", sj_model)):
-                start = time.perf_counter()
-                times = time_passes(m, kind, x, y, args.iters, train)
-                result[kind] = statistics.median(times)
-                result[kind + "_total"] = time.perf_counter() - start
+            result = time_round_robin({"spikeforge": sf_model, "spikingjelly": sj_model}, x, y, args.iters, train)
             rows.append((mode, phase, result))
             print(f"  {mode:13s} {phase:16s} spikeforge {1e3 * result['spikeforge']:8.1f} ms  SpikingJelly "
                   f"{1e3 * result['spikingjelly']:8.1f} ms  ratio {result['spikingjelly'] / result['spikeforge']:.2f}x",
