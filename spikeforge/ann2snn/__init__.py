@@ -16,6 +16,7 @@ from .modules import (
     IFActivation,
     MembraneReadout,
     SpikingMaxPool,
+    TiledAvgPool2d,
     VoltageScaler,
 )
 from .observe import ActivationObserver
@@ -35,6 +36,7 @@ __all__ = [
     "ConversionIFNode",
     "IFActivation",
     "SpikingMaxPool",
+    "TiledAvgPool2d",
     "MembraneReadout",
     "ChannelAffine",
     "fold_conv_bn",

@@ -32,7 +32,7 @@ import torch.nn as nn
 from ..errors import check_device, check_float
 from ..neuron import IFNode
 from .fold import fold_batchnorm
-from .modules import ConversionIFNode, IFActivation, MembraneReadout, SpikingMaxPool
+from .modules import ConversionIFNode, IFActivation, MembraneReadout, SpikingMaxPool, TiledAvgPool2d
 from .observe import ActivationObserver, _check_momentum, parse_mode
 from .ops import _classify, _pool_module_from_call
 from .recipes import RECIPE_NAMES, FXConversionRecipe, RateCodingRecipe
@@ -174,6 +174,7 @@ class Converter:
         observers = self._insert_observers(gm, activations)
         self._calibrate(gm, device)
         self._replace(gm, activations, observers, kinds)
+        _tile_avg_pools(gm)
         return ConvertedSNN(gm).to(device)
 
     # -- steps ---------------------------------------------------------------------------------
@@ -345,3 +346,12 @@ def _progress(iterable, enabled: bool, desc: str):
     from tqdm import tqdm
 
     return tqdm(iterable, desc=desc, leave=False)
+
+
+def _tile_avg_pools(gm: fx.GraphModule) -> None:
+    """Every plain non-overlapping ``nn.AvgPool2d`` becomes a :class:`TiledAvgPool2d` (same outputs, faster on
+    the CPU); pooling has no parameters or buffers, so the state_dict does not change."""
+    for name, module in list(gm.named_modules()):
+        if name and TiledAvgPool2d.qualifies(module):
+            parent_name, _, child = name.rpartition(".")
+            setattr(gm.get_submodule(parent_name) if parent_name else gm, child, TiledAvgPool2d.from_pool(module))

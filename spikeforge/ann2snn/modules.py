@@ -26,6 +26,7 @@ __all__ = [
     "MembraneReadout",
     "ChannelAffine",
     "TimeBroadcast",
+    "TiledAvgPool2d",
 ]
 
 
@@ -227,3 +228,49 @@ class TimeBroadcast(_SeqBlock):
         if self.step_mode == "s":
             return x
         return x.unsqueeze(0).expand(self.seq_len, *x.shape).flatten(0, 1)
+
+
+class TiledAvgPool2d(nn.AvgPool2d):
+    """``nn.AvgPool2d`` with non-overlapping windows (kernel = stride, no padding), computed as the sum of the
+    ``k x k`` strided views of the input, added in the order ATen adds a window (row by row), then divided by
+    ``k*k`` like ATen: the same floats, bit for bit.
+
+    On the CPU, ATen's pooling of a contiguous NCHW float tensor walks each window element by element; this
+    path is a few vectorised adds over the whole tensor instead. Measured 3.3 -> 1.1 ms for the first pooling
+    of the ann2snn tutorial CNN (100 x 32 x 26 x 26, 2 threads), where a converted network spends about half of
+    its time pooling spikes. Small inputs, other devices and layouts use ``nn.AvgPool2d`` as it is. The
+    converter puts this layer in place of every plain ``nn.AvgPool2d`` that qualifies (:meth:`qualifies`).
+    """
+
+    MIN_ELEMENTS = 1 << 16
+
+    @staticmethod
+    def qualifies(pool: nn.Module) -> bool:
+        if type(pool) is not nn.AvgPool2d:
+            return False
+        pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+        stride = pool.stride if pool.stride is not None else pool.kernel_size
+        return (pair(pool.kernel_size) == pair(stride) and pair(pool.padding) == (0, 0) and not pool.ceil_mode
+                and pool.divisor_override is None)
+
+    @classmethod
+    def from_pool(cls, pool: nn.AvgPool2d) -> TiledAvgPool2d:
+        tiled = cls(pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode, pool.count_include_pad,
+                    pool.divisor_override)
+        tiled.train(pool.training)
+        return tiled
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kh, kw = (tuple(self.kernel_size) if isinstance(self.kernel_size, (tuple, list))
+                  else (self.kernel_size, self.kernel_size))
+        if (x.device.type != "cpu" or x.dim() != 4 or x.dtype not in (torch.float32, torch.float64)
+                or not x.is_contiguous() or x.numel() < self.MIN_ELEMENTS or x.requires_grad
+                or x.shape[-2] < kh or x.shape[-1] < kw):
+            return super().forward(x)
+        h, w = x.shape[-2] // kh * kh, x.shape[-1] // kw * kw
+        out = None
+        for i in range(kh):
+            for j in range(kw):
+                tile = x[..., i:h:kh, j:w:kw]
+                out = tile.clone(memory_format=torch.contiguous_format) if out is None else out.add_(tile)
+        return out.div_(kh * kw)

@@ -126,7 +126,7 @@ def test_the_ann_is_left_untouched():
 def test_public_names():
     assert sorted(ann2snn.__all__) == sorted([
         "Converter", "ConvertedSNN", "UnsupportedNodeError", "fold_batchnorm", "trace", "evaluate",
-        "plot_accuracy_vs_T", "VoltageScaler", "ConversionIFNode", "IFActivation", "SpikingMaxPool",
+        "plot_accuracy_vs_T", "VoltageScaler", "ConversionIFNode", "IFActivation", "SpikingMaxPool", "TiledAvgPool2d",
         "MembraneReadout", "ChannelAffine", "fold_conv_bn", "bn_affine", "ActivationObserver", "RateCodingRecipe",
         "FXConversionRecipe", "ConversionRecipe",
     ])
