@@ -45,8 +45,9 @@ def evaluate(snn: nn.Module, loader: Iterable, T_list: Sequence[int] | int, devi
 
     Each input is presented unchanged at every step (direct coding); the prediction after ``T`` steps is
     :math:`\arg\max_c \sum_{t \le T} y_t[c]`. A :class:`ConvertedSNN` runs in multi-step chunks of at most
-    ``max_merged_batch`` samples-times-steps, computing the neuron-independent first layers once per chunk
-    (:meth:`ConvertedSNN.run_static`); any other module is stepped one call per time step. State is reset
+    ``max_merged_batch`` samples-times-steps; the neuron-independent first layers are computed once per batch
+    (:meth:`ConvertedSNN.static_split`: before, they ran again in every chunk, one step per chunk on the CPU);
+    any other module is stepped one call per time step. State is reset
     (``functional.reset_net``) before every batch.
 
     ``max_merged_batch=None`` picks one step per call on CPU (merging steps into one big convolution batch
@@ -71,9 +72,13 @@ def evaluate(snn: nn.Module, loader: Iterable, T_list: Sequence[int] | int, devi
         done = 0
         merged = max_merged_batch or (4096 if x.device.type == "cuda" else x.shape[0])
         chunk = max(1, merged // max(1, x.shape[0]))
+        split = isinstance(snn, ConvertedSNN) and snn.static_split() is not None
+        values = snn.run_prefix(x) if split else None   # the neuron-independent layers, once per batch
         while done < t_max:
             n = min(chunk, t_max - done)
-            if isinstance(snn, ConvertedSNN):
+            if split:
+                out = snn.run_suffix(values, n)
+            elif isinstance(snn, ConvertedSNN):
                 out = snn.run_static(x, n)
             else:
                 out = torch.stack([snn(x) for _ in range(n)])

@@ -73,6 +73,35 @@ class ConvertedSNN(nn.Module):
         out = static(x)
         return _tree_map(out, lambda y: y.reshape(steps, batch, *y.shape[1:]))
 
+    def static_split(self) -> tuple[fx.GraphModule, fx.GraphModule] | None:
+        """``(prefix, suffix)`` of the static-input graph, or None when it has none: ``prefix(x)`` computes the
+        neuron-independent values once (a tuple), ``suffix(*values)`` runs the time-dependent rest for the
+        ``steps`` set by :meth:`run_suffix`. :func:`~spikeforge.ann2snn.evaluate` calls the prefix once per
+        batch and the suffix once per step, so the first convolution is not recomputed at every step."""
+        split = self.__dict__.get("_static_split")
+        if split is None:
+            static = self.__dict__.get("_static_net")
+            if static is None:
+                static = _build_static_net(self.net)
+                self.__dict__["_static_net"] = static if static is not None else False
+            split = _split_static(static) if static else False
+            self.__dict__["_static_split"] = split
+        return split or None
+
+    def run_suffix(self, values: tuple, steps: int):
+        """``steps`` more steps of the suffix of :meth:`static_split` on the prefix's ``values``."""
+        prefix, suffix = self.static_split()
+        batch = self.__dict__["_static_batch"]
+        self._prepare("m", steps, suffix)
+        out = suffix(*values)
+        return _tree_map(out, lambda y: y.reshape(steps, batch, *y.shape[1:]))
+
+    def run_prefix(self, x: torch.Tensor) -> tuple:
+        prefix, _ = self.static_split()
+        self.__dict__["_static_batch"] = x.shape[0]
+        values = prefix(x)
+        return values if isinstance(values, tuple) else (values,)
+
     def __deepcopy__(self, memo):
         clone = ConvertedSNN(copy.deepcopy(self.net, memo), self.step_mode)
         return clone
@@ -138,3 +167,49 @@ def _build_static_net(gm: fx.GraphModule) -> fx.GraphModule | None:
     root.graph = graph
     root.recompile()
     return root
+
+
+def _split_static(gm: fx.GraphModule) -> tuple[fx.GraphModule, fx.GraphModule] | None:
+    """Cut the static-input graph where time-invariant values meet the time-dependent part.
+
+    Static nodes: the input, attributes, and every node whose inputs are all static, except the time-walking
+    blocks (:class:`TimeBroadcast`, :class:`_StaticEntry` and the other ``_SeqBlock`` modules). The prefix graph
+    returns the static nodes that the rest reads; the suffix graph takes them as its inputs. Returns None when
+    nothing but the input crosses (there is no work to hoist) or when a crossing value is not a tensor.
+    """
+    modules = dict(gm.named_modules())
+    static: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        if node.op in ("placeholder", "get_attr"):
+            static.add(node)
+        elif node.op == "output":
+            continue
+        elif node.op == "call_module" and isinstance(modules[node.target], (_SeqBlock, _StaticEntry)):
+            continue
+        elif all(a in static for a in node.all_input_nodes):
+            static.add(node)
+    boundary = []
+    for node in gm.graph.nodes:
+        if node in static:
+            continue
+        for arg in node.all_input_nodes:
+            if arg in static and arg.op != "get_attr" and arg not in boundary:
+                boundary.append(arg)
+    if not boundary or all(n.op == "placeholder" for n in boundary) or any(_is_size_value(n) for n in boundary):
+        return None
+    prefix_graph, env = fx.Graph(), {}
+    for node in gm.graph.nodes:
+        if node in static:
+            env[node] = prefix_graph.node_copy(node, lambda n: env[n])
+    prefix_graph.output(tuple(env[n] for n in boundary))
+    suffix_graph, env = fx.Graph(), {}
+    for i, node in enumerate(boundary):
+        env[node] = suffix_graph.placeholder(f"static_{i}")
+    for node in gm.graph.nodes:
+        if node in static and node.op != "get_attr":
+            continue
+        if node.op == "get_attr" and not any(u not in static for u in node.users):
+            continue
+        env[node] = suffix_graph.node_copy(node, lambda n: env[n])
+    prefix, suffix = fx.GraphModule(gm, prefix_graph), fx.GraphModule(gm, suffix_graph)
+    return prefix, suffix

@@ -292,25 +292,51 @@ def backward(x, v0, grad_spike, gs_stride, grad_v_last, grad_v_seq, gvs_stride, 
 
 @cached_njit(parallel=True, nogil=True)
 def conversion_if(x, steps, static, v, count, theta, emit, signed, out):  # pragma: no cover - compiled
-    # Tiles of the neuron axis stay in L1 while the tile walks through time; the inner loop runs
-    # over contiguous memory for every step.
+    """IF with reset by subtraction over ``steps`` steps, in place on ``v``; float32 throughout.
+
+    ``theta`` holds one threshold per neuron, or a single one (layer-wise scale: nothing frame-sized to read).
+    Tiles of the neuron axis stay in L1 while the tile walks through time; each step's inner loop runs over a
+    contiguous row slice with float32 constants and no per-element branch on the options, so it vectorises.
+    """
     size = v.shape[0]
     tile = 1024
+    per_neuron = theta.shape[0] > 1
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
     for b in numba.prange((size + tile - 1) // tile):
         lo = b * tile
         hi = min(lo + tile, size)
+        n = hi - lo
+        vt = v[lo:hi]
+        th_row = theta[lo:hi] if per_neuron else theta[0:1]
+        th0 = theta[0]
         for t in range(steps):
             row = 0 if static else t
-            for m in range(lo, hi):
-                th = theta[m]
-                vm = v[m] + x[row, m]
-                s = 0.0
-                if vm >= th:
-                    s = 1.0
-                elif signed and vm < 0.0 and count[m] > 0.0:
-                    s = -1.0
-                vm -= s * th
-                v[m] = vm
-                if signed:
-                    count[m] += s
-                out[t, m] = s * th if emit else s
+            xt = x[row, lo:hi]
+            ot = out[t, lo:hi]
+            if signed:
+                ct = count[lo:hi]
+                for i in range(n):
+                    th = th_row[i] if per_neuron else th0
+                    vm = vt[i] + xt[i]
+                    s = zero
+                    if vm >= th:
+                        s = one
+                    elif vm < zero and ct[i] > zero:
+                        s = -one
+                    vt[i] = vm - s * th
+                    ct[i] += s
+                    ot[i] = s * th if emit else s
+            elif per_neuron:
+                for i in range(n):
+                    th = th_row[i]
+                    vm = vt[i] + xt[i]
+                    s = one if vm >= th else zero
+                    vt[i] = vm - s * th
+                    ot[i] = s * th if emit else s
+            else:
+                for i in range(n):
+                    vm = vt[i] + xt[i]
+                    s = one if vm >= th0 else zero
+                    vt[i] = vm - s * th0
+                    ot[i] = s * th0 if emit else s

@@ -136,7 +136,8 @@ class ConversionCpuKernel:
         x_seq = x_seq.contiguous()
         frame = x_seq[0]
         out = _alloc.empty((steps, *frame.shape), frame.dtype)
-        theta = _full_theta(theta, frame)
+        # a layer-wise threshold goes in as one number; a per-channel one is broadcast to the frame (cached)
+        theta = theta.reshape(1).to(frame.dtype) if theta.numel() == 1 else _full_theta(theta, frame)
         count = count if options.signed_spikes else torch.zeros(1)
         kernel(x_seq.reshape(x_seq.shape[0], -1).numpy(), steps, static, v.view(-1).numpy(), count.view(-1).numpy(),
                theta.view(-1).numpy(), options.emit_threshold, options.signed_spikes, out.view(steps, -1).numpy())

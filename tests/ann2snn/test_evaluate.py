@@ -35,3 +35,49 @@ def test_plot_accuracy_vs_t_writes_png(tmp_path):
                               ann_accuracy=98.0)
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def _tutorial_like():
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(8, 8, 3),
+                         nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8 * 2 * 2, 4), nn.ReLU()).eval()
+
+
+def test_static_prefix_is_computed_once_and_changes_nothing():
+    model = _tutorial_like()
+    x = torch.rand(12, 1, 14, 14)
+    snn = convert(model, x)
+    prefix, suffix = snn.static_split()
+    prefix_modules = {type(m).__name__ for m in prefix.modules()}
+    assert "Conv2d" in prefix_modules and "IFActivation" not in prefix_modules   # the first conv is hoisted
+    with torch.no_grad():
+        functional.reset_net(snn)
+        stepped = torch.stack([snn(x) for _ in range(9)])
+        functional.reset_net(snn)
+        values = snn.run_prefix(x)
+        split = torch.cat([snn.run_suffix(values, n) for n in (1, 3, 5)])
+        functional.reset_net(snn)
+        static = snn.run_static(x, 9)
+    assert torch.equal(split, stepped) and torch.equal(static, stepped)
+    calls = []
+    hook = snn.net.get_submodule("0").register_forward_hook(lambda *a: calls.append(1))
+    y = torch.randint(0, 4, (12,))
+    evaluate(snn, [(x, y), (x, y)], [4, 9])
+    hook.remove()
+    assert len(calls) == 2   # once per batch, not once per step
+
+
+def test_a_network_without_static_layers_has_no_split():
+    class Spiky(nn.Module):   # the activation comes first: nothing to hoist
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(5, 3)
+
+        def forward(self, x):
+            return torch.relu(self.fc(torch.relu(x)))
+
+    x = torch.rand(8, 5)
+    snn = convert(Spiky().eval(), x)
+    assert snn.static_split() is None
+    result = evaluate(snn, [(x, torch.zeros(8, dtype=torch.long))], [3])
+    assert set(result) == {3}

@@ -44,8 +44,10 @@ def test_hand_trace(backend, half, signed, emit):
 @needs_numba
 @settings(max_examples=40, deadline=None)
 @given(half=st.booleans(), signed=st.booleans(), emit=st.booleans(), static=st.booleans(),
-       per_channel=st.booleans(), T=st.integers(1, 9), seed=st.integers(0, 2**16))
-def test_fused_matches_reference(half, signed, emit, static, per_channel, T, seed):
+       per_channel=st.booleans(), expanded=st.booleans(), T=st.integers(1, 9), seed=st.integers(0, 2**16))
+def test_fused_matches_reference(half, signed, emit, static, per_channel, expanded, T, seed):
+    """``expanded`` False hands a layer-wise threshold over as the 0-d tensor a module holds (the kernel's
+    single-threshold loop); True broadcast to the frame (its per-neuron loop)."""
     gen = torch.Generator().manual_seed(seed)
     theta = (torch.rand(1, 3, 1, generator=gen) + 0.25) if per_channel else torch.tensor(0.8)
     x_seq = torch.randn(1 if static else T, 2, 3, 5, generator=gen)
@@ -54,7 +56,8 @@ def test_fused_matches_reference(half, signed, emit, static, per_channel, T, see
         spec = conversion_if_spec(1.0, per_channel, half, signed, emit)
         v0 = (0.5 * theta if half else torch.zeros_like(theta)).expand(2, 3, 5).contiguous().clone()
         count = torch.zeros(2, 3, 5) if signed else None
-        out = kernel.run(x_seq, T, static, v0, count, theta.expand(2, 3, 5), spec)
+        theta_arg = theta.expand(2, 3, 5) if per_channel or expanded else theta
+        out = kernel.run(x_seq, T, static, v0, count, theta_arg, spec)
         outs.append((out, v0, count))
     (fo, fv, fc), (ro, rv, rc) = outs
     torch.testing.assert_close(fo, ro, rtol=0, atol=1e-6)
