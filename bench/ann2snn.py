@@ -64,15 +64,6 @@ def multi_step_loop(snn, loader, steps, reset):
     return 100.0 * correct / total
 
 
-def timed(fn, repeats):
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return result, best
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="mnist_cnn.pt",
