@@ -308,6 +308,15 @@ def poisson_linear(x: torch.Tensor, weight: torch.Tensor, T: int, bias: torch.Te
     return encoding.poisson_linear(x, weight, T, bias, seed=seed, generator=generator)
 
 
+def avg_pool2d_tiles(x: torch.Tensor, kernel_size) -> torch.Tensor:
+    """Average pooling with non-overlapping windows (stride = kernel, no padding), the same floats as
+    ``F.avg_pool2d``; fused on the CPU (see :mod:`spikeforge.kernels.pooling`)."""
+    from .kernels import pooling
+
+    kh, kw = (tuple(kernel_size) if isinstance(kernel_size, (tuple, list)) else (kernel_size, kernel_size))
+    return pooling.avg_pool2d_tiles(x, int(kh), int(kw))
+
+
 def has_fast_poisson_kernels() -> bool:
     """True when the fused Poisson kernels (numba) are available; otherwise dense torch code runs."""
     from .kernels import encoding

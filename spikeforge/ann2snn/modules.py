@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .. import functional as SF
 from ..base import MemoryModule
 from ..neuron.conversion import ConversionIFNode  # the neuron lives in the neuron package
 
@@ -231,18 +232,17 @@ class TimeBroadcast(_SeqBlock):
 
 
 class TiledAvgPool2d(nn.AvgPool2d):
-    """``nn.AvgPool2d`` with non-overlapping windows (kernel = stride, no padding), computed as the sum of the
-    ``k x k`` strided views of the input, added in the order ATen adds a window (row by row), then divided by
-    ``k*k`` like ATen: the same floats, bit for bit.
+    """``nn.AvgPool2d`` with non-overlapping windows (kernel = stride, no padding) through
+    :func:`spikeforge.functional.avg_pool2d_tiles`: each window added row by row from zero and divided by its size,
+    as ATen does, so the outputs are the same floats.
 
-    On the CPU, ATen's pooling of a contiguous NCHW float tensor walks each window element by element; this
-    path is a few vectorised adds over the whole tensor instead. Measured 3.3 -> 1.1 ms for the first pooling
-    of the ann2snn tutorial CNN (100 x 32 x 26 x 26, 2 threads), where a converted network spends about half of
-    its time pooling spikes. Small inputs, other devices and layouts use ``nn.AvgPool2d`` as it is. The
-    converter puts this layer in place of every plain ``nn.AvgPool2d`` that qualifies (:meth:`qualifies`).
+    ATen pools a contiguous NCHW float tensor on the CPU through a generic per-window loop, and a converted network
+    pools spikes at every step: for the ann2snn tutorial CNN's first pooling (100 x 32 x 26 x 26) ATen took 3.3-4.2
+    ms, the fused loop 0.28 ms. Small inputs, other devices, layouts and autograd use ``nn.AvgPool2d`` as it is.
+    The converter puts this layer in place of every plain ``nn.AvgPool2d`` that qualifies (:meth:`qualifies`).
     """
 
-    MIN_ELEMENTS = 1 << 16
+    MIN_ELEMENTS = 1 << 14
 
     @staticmethod
     def qualifies(pool: nn.Module) -> bool:
@@ -261,16 +261,6 @@ class TiledAvgPool2d(nn.AvgPool2d):
         return tiled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kh, kw = (tuple(self.kernel_size) if isinstance(self.kernel_size, (tuple, list))
-                  else (self.kernel_size, self.kernel_size))
-        if (x.device.type != "cpu" or x.dim() != 4 or x.dtype not in (torch.float32, torch.float64)
-                or not x.is_contiguous() or x.numel() < self.MIN_ELEMENTS or x.requires_grad
-                or x.shape[-2] < kh or x.shape[-1] < kw):
+        if x.numel() < self.MIN_ELEMENTS or x.requires_grad or x.device.type != "cpu":
             return super().forward(x)
-        h, w = x.shape[-2] // kh * kh, x.shape[-1] // kw * kw
-        out = None
-        for i in range(kh):
-            for j in range(kw):
-                tile = x[..., i:h:kh, j:w:kw]
-                out = tile.clone(memory_format=torch.contiguous_format) if out is None else out.add_(tile)
-        return out.div_(kh * kw)
+        return SF.avg_pool2d_tiles(x, self.kernel_size)

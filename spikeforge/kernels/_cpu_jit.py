@@ -340,3 +340,43 @@ def conversion_if(x, steps, static, v, count, theta, emit, signed, out):  # prag
                     s = one if vm >= th0 else zero
                     vt[i] = vm - s * th0
                     ot[i] = s * th0 if emit else s
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Non-overlapping average pooling (spikeforge.kernels.pooling)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@cached_njit(parallel=True, nogil=True, error_model="numpy")  # numpy: no zero-divisor check, so it vectorises
+def avg_pool_tiles(x, kh, kw, zero, divisor, out):  # pragma: no cover - compiled
+    """out[p, i, j] = (sum of the kh x kw window, added row by row from ``zero``) / divisor, as ATen does.
+
+    The window offsets are the outer loops and the output column the inner one, so each add runs along a whole
+    output row (vectorised); every output element still receives its window's values in ATen's order."""
+    planes = x.shape[0]
+    h_out, w_out = out.shape[1], out.shape[2]
+    if kh == 2 and kw == 2:  # the common 2 x 2 window, unrolled (4x faster than the general loops below)
+        for p in numba.prange(planes):
+            for i in range(h_out):
+                o = out[p, i]
+                r0 = x[p, 2 * i]
+                r1 = x[p, 2 * i + 1]
+                for j in range(w_out):
+                    acc = zero + r0[2 * j]
+                    acc += r0[2 * j + 1]
+                    acc += r1[2 * j]
+                    acc += r1[2 * j + 1]
+                    o[j] = acc / divisor
+        return
+    for p in numba.prange(planes):
+        for i in range(h_out):
+            o = out[p, i]
+            for j in range(w_out):
+                o[j] = zero
+            for a in range(kh):
+                row = x[p, i * kh + a]
+                for b in range(kw):
+                    for j in range(w_out):
+                        o[j] += row[j * kw + b]
+            for j in range(w_out):
+                o[j] = o[j] / divisor
