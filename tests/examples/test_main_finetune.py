@@ -20,6 +20,8 @@ pytest.importorskip("PIL", reason="image folders need Pillow (the vision extra)"
 from spikeforge import training  # noqa: E402
 from spikeforge.examples import main_finetune  # noqa: E402
 
+from .image_folders import write_noise_folder  # noqa: E402
+
 TINY = ["--model", "metaspikformer_tiny", "--input_size", "32", "--batch_size", "8", "--num_workers", "0",
         "--no_progress", "--threads", "1", "--aa", "none", "--reprob", "0", "--warmup_epochs", "0"]
 
@@ -31,19 +33,7 @@ def _records(run: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """Two classes (dark / bright noise), 16 + 16 training and 4 + 4 validation PNGs of 36 x 36."""
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("if")
-    gen = torch.Generator().manual_seed(0)
-    for split, n in (("train", 16), ("val", 4)):
-        for label in (0, 1):
-            folder = root / split / f"class{label}"
-            folder.mkdir(parents=True)
-            for i in range(n):
-                base = 40 if label == 0 else 200
-                pixels = (base + torch.randint(-30, 30, (36, 36, 3), generator=gen)).clamp(0, 255).to(torch.uint8)
-                Image.fromarray(pixels.numpy()).save(folder / f"{i}.png")
-    return root
+    return write_noise_folder(tmp_path_factory.mktemp("if"), train=16, val=4, size=36)
 
 
 @pytest.fixture(scope="module")

@@ -11,22 +11,12 @@ pytest.importorskip("PIL", reason="image folders need Pillow (the vision extra)"
 
 from spikeforge.examples import train_teacher  # noqa: E402
 
+from .image_folders import write_noise_folder  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("teacher_if")
-    gen = torch.Generator().manual_seed(0)
-    for split, n in (("train", 8), ("val", 4)):
-        for label in (0, 1):
-            folder = root / split / f"c{label}"
-            folder.mkdir(parents=True)
-            for i in range(n):
-                base = 40 if label == 0 else 200
-                pixels = (base + torch.randint(-30, 30, (20, 20, 3), generator=gen)).clamp(0, 255).to(torch.uint8)
-                Image.fromarray(pixels.numpy()).save(folder / f"{i}.png")
-    return root
+    return write_noise_folder(tmp_path_factory.mktemp("teacher_if"), train=8, val=4, size=20)
 
 
 def test_missing_data_path_is_one_line(tmp_path, capsys):
