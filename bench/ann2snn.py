@@ -98,7 +98,8 @@ def main(argv=None):
 
     snn = ann2snn.Converter(calib, mode="max", progress=False)(model)
     runs = [("spikeforge", "ann2snn.evaluate", lambda: ann2snn.evaluate(snn, test_loader, [args.T])[args.T]),
-            ("spikeforge", "single-step loop", lambda: single_step_loop(snn, test_loader, args.T, functional.reset_net))]
+            ("spikeforge", "single-step loop",
+             lambda: single_step_loop(snn, test_loader, args.T, functional.reset_net))]
     try:
         from spikingjelly.activation_based import ann2snn as sj_ann2snn
         from spikingjelly.activation_based import functional as sj_functional

@@ -84,10 +84,9 @@ def _main(argv: list[str]) -> int:
     common = dict(batch_size=args.batch_size, num_workers=args.num_workers)
     train_loader = DataLoader(train, shuffle=True, drop_last=True, **common)
     schedule = WarmupCosine(optimizer, total_steps=args.epochs * len(train_loader))
-    trainer = Trainer(model, optimizer, CrossEntropyLoss(), schedule=schedule, progress=not args.no_progress, out_dir=args.run_dir, checkpoints=False,
-                      batch_size=args.batch_size, reset=False)
-    trainer.fit(train_loader, DataLoader(val, **common),
-                epochs=args.epochs)
+    trainer = Trainer(model, optimizer, CrossEntropyLoss(), schedule=schedule, progress=not args.no_progress,
+                      out_dir=args.run_dir, checkpoints=False, batch_size=args.batch_size, reset=False)
+    trainer.fit(train_loader, DataLoader(val, **common), epochs=args.epochs)
     save_checkpoint(model.state_dict(), output)
     print(f"saved the {args.model} teacher ({len(train.classes)} classes) to {output}")
     return 0
