@@ -269,27 +269,19 @@ def read_weights(path, flag: str) -> dict:
     """The model state_dict in ``path``: ours (``net``), the reference's ``{model, optimizer, epoch, scaler,
     args}`` (its ``args`` an ``argparse.Namespace``, the one non-plain type allowed), or a bare state_dict;
     read with ``weights_only=True``."""
-    import torch
-
     from spikeforge.errors import UserError, load_plain
-    from spikeforge.models._weights import CHECKPOINT_ALLOWED_GLOBALS
+    from spikeforge.models._weights import CHECKPOINT_ALLOWED_GLOBALS, unwrap_state_dict
 
     class _WeightsError(UserError, ValueError):
         pass
 
     # the released checkpoint format stores the run's argparse.Namespace: exactly that class is allowed
     obj = load_plain(path, what=flag, error=_WeightsError, allowed_globals=CHECKPOINT_ALLOWED_GLOBALS)
-    if isinstance(obj, dict):
-        for key in ("net", "model", "state_dict"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    state = unwrap_state_dict(obj, ("net", "model", "state_dict"))
+    if not state:
         raise UsageError(f"{flag} {path} holds no model state_dict (expected a training checkpoint or a mapping "
                          f"of names to tensors)")
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return obj
+    return state
 
 
 def load_finetune(model, path, log=print) -> dict:

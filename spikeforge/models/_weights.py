@@ -16,7 +16,7 @@ from ..errors import UsageError, UserError, load_plain
 
 __all__ = ["WeightsMismatchError", "WeightsHashError", "WeightsFileError", "WeightsFileNotFoundError",
            "WeightsDownloadError", "download_weights", "file_sha256", "load_checkpoint", "read_checkpoint",
-           "state_dict_of", "CHECKPOINT_ALLOWED_GLOBALS",
+           "state_dict_of", "unwrap_state_dict", "CHECKPOINT_ALLOWED_GLOBALS",
            "load_weights", "describe_mismatch"]
 
 _MAX_LISTED = 12  # per category in a mismatch report; enough to recognise the pattern
@@ -138,15 +138,24 @@ def state_dict_of(obj, where: str = "the given mapping") -> dict[str, torch.Tens
 
 
 def _state_dict_of(obj, where: str) -> dict[str, torch.Tensor]:
-    # The {"model": ...} / {"state_dict": ...} unwrapping and "module." stripping shared by files and mappings.
+    state = unwrap_state_dict(obj)
+    if state is None:
+        raise WeightsFileError(f"pretrained: {where} does not hold a state_dict (a mapping of names to tensors)")
+    return state
+
+
+def unwrap_state_dict(obj, wrappers: tuple[str, ...] = ("model", "state_dict")) -> dict[str, torch.Tensor] | None:
+    """The state_dict in ``obj``: bare, or under the first of ``wrappers`` that holds a mapping (training
+    checkpoints), with a DataParallel ``module.`` prefix on every key removed; None when there is none. The
+    callers raise their own error (``pretrained=``, ``--finetune``, ``--teacher_path``)."""
     if isinstance(obj, Mapping):
-        for wrapper in ("model", "state_dict"):
+        for wrapper in wrappers:
             if isinstance(obj.get(wrapper), Mapping):
                 obj = obj[wrapper]
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                for k, v in obj.items()):
-        raise WeightsFileError(f"pretrained: {where} does not hold a state_dict (a mapping of names to tensors)")
+        return None
     state = dict(obj)
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}

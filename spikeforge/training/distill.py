@@ -166,17 +166,13 @@ def _factory_from_spec(spec: str) -> Callable:
 
 
 def _state_dict_in(obj, path) -> dict:
-    if isinstance(obj, dict):
-        for key in ("model", "net", "state_dict", "state_dict_ema", "model_ema"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    from ..models._weights import unwrap_state_dict
+
+    state = unwrap_state_dict(obj, ("model", "net", "state_dict", "state_dict_ema", "model_ema"))
+    if not state:
         raise TeacherError(f"--teacher_path {path} holds no state_dict (a mapping of names to tensors, bare or "
                            f"under 'model' / 'net' / 'state_dict')")
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return obj
+    return state
 
 
 def load_teacher_weights(teacher: nn.Module, path) -> nn.Module:
