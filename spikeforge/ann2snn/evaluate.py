@@ -73,11 +73,11 @@ def evaluate(snn: nn.Module, loader: Iterable, T_list: Sequence[int] | int, devi
         merged = max_merged_batch or (4096 if x.device.type == "cuda" else x.shape[0])
         chunk = max(1, merged // max(1, x.shape[0]))
         split = isinstance(snn, ConvertedSNN) and snn.static_split() is not None
-        values = snn.run_prefix(x) if split else None   # the neuron-independent layers, once per batch
+        prefix = snn.run_prefix(x) if split else None   # the neuron-independent layers, once per batch
         while done < t_max:
             n = min(chunk, t_max - done)
             if split:
-                out = snn.run_suffix(values, n)
+                out = snn.run_suffix(prefix, n)
             elif isinstance(snn, ConvertedSNN):
                 out = snn.run_static(x, n)
             else:

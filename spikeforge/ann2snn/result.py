@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import NamedTuple
 
 import torch
 import torch.fx as fx
@@ -14,6 +15,13 @@ from .ops import _is_size_value
 from .tracing import _unique_name
 
 __all__ = ["ConvertedSNN"]
+
+
+class StaticPrefix(NamedTuple):
+    """What :meth:`ConvertedSNN.run_prefix` computed: the batch size and the values the suffix reads."""
+
+    batch: int
+    values: tuple
 
 
 class ConvertedSNN(nn.Module):
@@ -57,11 +65,8 @@ class ConvertedSNN(nn.Module):
         """Feed the same input ``x`` ``[N, ...]`` for ``steps`` steps; returns ``[steps, N, ...]``."""
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive int, got {steps!r}")
-        static = self.__dict__.get("_static_net")
+        static = self._static_graph()
         if static is None:
-            static = _build_static_net(self.net)
-            self.__dict__["_static_net"] = static if static is not None else False
-        if static is False:
             previous = self.step_mode
             self.step_mode = "m"
             try:
@@ -73,34 +78,37 @@ class ConvertedSNN(nn.Module):
         out = static(x)
         return _tree_map(out, lambda y: y.reshape(steps, batch, *y.shape[1:]))
 
+    def _static_graph(self) -> fx.GraphModule | None:
+        """The static-input graph (:func:`_build_static_net`), built once; None when the network has none."""
+        static = self.__dict__.get("_static_net")
+        if static is None:
+            static = _build_static_net(self.net)
+            self.__dict__["_static_net"] = static if static is not None else False
+        return static or None
+
     def static_split(self) -> tuple[fx.GraphModule, fx.GraphModule] | None:
         """``(prefix, suffix)`` of the static-input graph, or None when it has none: ``prefix(x)`` computes the
-        neuron-independent values once (a tuple), ``suffix(*values)`` runs the time-dependent rest for the
-        ``steps`` set by :meth:`run_suffix`. :func:`~spikeforge.ann2snn.evaluate` calls the prefix once per
-        batch and the suffix once per step, so the first convolution is not recomputed at every step."""
+        neuron-independent values once (a tuple), ``suffix(*values)`` runs the time-dependent rest.
+        :func:`~spikeforge.ann2snn.evaluate` calls the prefix once per batch (:meth:`run_prefix`) and the suffix
+        once per chunk of steps (:meth:`run_suffix`), so the first convolution is not recomputed at every step."""
         split = self.__dict__.get("_static_split")
         if split is None:
-            static = self.__dict__.get("_static_net")
-            if static is None:
-                static = _build_static_net(self.net)
-                self.__dict__["_static_net"] = static if static is not None else False
-            split = _split_static(static) if static else False
+            static = self._static_graph()
+            split = (_split_static(static) if static is not None else None) or False
             self.__dict__["_static_split"] = split
         return split or None
 
-    def run_suffix(self, values: tuple, steps: int):
-        """``steps`` more steps of the suffix of :meth:`static_split` on the prefix's ``values``."""
-        prefix, suffix = self.static_split()
-        batch = self.__dict__["_static_batch"]
-        self._prepare("m", steps, suffix)
-        out = suffix(*values)
-        return _tree_map(out, lambda y: y.reshape(steps, batch, *y.shape[1:]))
+    def run_prefix(self, x: torch.Tensor) -> StaticPrefix:
+        """The prefix of :meth:`static_split` on ``x`` ``[N, ...]``, for :meth:`run_suffix`."""
+        values = self.static_split()[0](x)
+        return StaticPrefix(x.shape[0], values if isinstance(values, tuple) else (values,))
 
-    def run_prefix(self, x: torch.Tensor) -> tuple:
-        prefix, _ = self.static_split()
-        self.__dict__["_static_batch"] = x.shape[0]
-        values = prefix(x)
-        return values if isinstance(values, tuple) else (values,)
+    def run_suffix(self, prefix: StaticPrefix, steps: int):
+        """``steps`` more steps of the suffix of :meth:`static_split`; returns ``[steps, N, ...]``."""
+        suffix = self.static_split()[1]
+        self._prepare("m", steps, suffix)
+        out = suffix(*prefix.values)
+        return _tree_map(out, lambda y: y.reshape(steps, prefix.batch, *y.shape[1:]))
 
     def __deepcopy__(self, memo):
         clone = ConvertedSNN(copy.deepcopy(self.net, memo), self.step_mode)
@@ -121,6 +129,20 @@ def _tree_map(out, fn):
     return out
 
 
+def _static_nodes(graph: fx.Graph, modules: dict, walks_time) -> set[fx.Node]:
+    """The nodes that do not depend on time: the input, attributes, and every node whose inputs are all such
+    nodes, except calls of the ``walks_time`` module types (the neurons and the other stateful blocks)."""
+    static: set[fx.Node] = set()
+    for node in graph.nodes:
+        if node.op in ("placeholder", "get_attr"):
+            static.add(node)
+        elif node.op == "output" or (node.op == "call_module" and isinstance(modules[node.target], walks_time)):
+            continue
+        elif all(a in static for a in node.all_input_nodes):
+            static.add(node)
+    return static
+
+
 def _build_static_net(gm: fx.GraphModule) -> fx.GraphModule | None:
     """Copy of ``gm`` whose neuron-independent prefix runs on ``[N, ...]`` and is broadcast over time.
 
@@ -129,16 +151,7 @@ def _build_static_net(gm: fx.GraphModule) -> fx.GraphModule | None:
     """
     modules = dict(gm.named_modules())
     graph = copy.deepcopy(gm.graph)
-    static: set[fx.Node] = set()
-    for node in graph.nodes:
-        if node.op == "placeholder" or node.op == "get_attr":
-            static.add(node)
-        elif node.op == "output":
-            continue
-        elif node.op == "call_module" and isinstance(modules[node.target], _SeqBlock):
-            continue
-        elif all(a in static for a in node.all_input_nodes):
-            static.add(node)
+    static = _static_nodes(graph, modules, _SeqBlock)
     broadcast_name = "_time_broadcast"
     root = fx.GraphModule(gm, graph)
     broadcaster = TimeBroadcast()
@@ -172,22 +185,12 @@ def _build_static_net(gm: fx.GraphModule) -> fx.GraphModule | None:
 def _split_static(gm: fx.GraphModule) -> tuple[fx.GraphModule, fx.GraphModule] | None:
     """Cut the static-input graph where time-invariant values meet the time-dependent part.
 
-    Static nodes: the input, attributes, and every node whose inputs are all static, except the time-walking
-    blocks (:class:`TimeBroadcast`, :class:`_StaticEntry` and the other ``_SeqBlock`` modules). The prefix graph
-    returns the static nodes that the rest reads; the suffix graph takes them as its inputs. Returns None when
-    nothing but the input crosses (there is no work to hoist) or when a crossing value is not a tensor.
+    Static nodes are those of :func:`_static_nodes`, with :class:`_StaticEntry` (and :class:`TimeBroadcast`, a
+    ``_SeqBlock``) counted as time-walking. The prefix graph returns the static nodes that the rest reads; the
+    suffix graph takes them as its inputs (and copies the attributes it reads). Returns None when nothing but the
+    input crosses (there is no work to hoist) or when a crossing value is not a tensor.
     """
-    modules = dict(gm.named_modules())
-    static: set[fx.Node] = set()
-    for node in gm.graph.nodes:
-        if node.op in ("placeholder", "get_attr"):
-            static.add(node)
-        elif node.op == "output":
-            continue
-        elif node.op == "call_module" and isinstance(modules[node.target], (_SeqBlock, _StaticEntry)):
-            continue
-        elif all(a in static for a in node.all_input_nodes):
-            static.add(node)
+    static = _static_nodes(gm.graph, dict(gm.named_modules()), (_SeqBlock, _StaticEntry))
     boundary = []
     for node in gm.graph.nodes:
         if node in static:
@@ -206,10 +209,7 @@ def _split_static(gm: fx.GraphModule) -> tuple[fx.GraphModule, fx.GraphModule] |
     for i, node in enumerate(boundary):
         env[node] = suffix_graph.placeholder(f"static_{i}")
     for node in gm.graph.nodes:
-        if node in static and node.op != "get_attr":
-            continue
-        if node.op == "get_attr" and not any(u not in static for u in node.users):
-            continue
-        env[node] = suffix_graph.node_copy(node, lambda n: env[n])
-    prefix, suffix = fx.GraphModule(gm, prefix_graph), fx.GraphModule(gm, suffix_graph)
-    return prefix, suffix
+        read_by_suffix = node.op == "get_attr" and any(u not in static for u in node.users)
+        if node not in static or read_by_suffix:
+            env[node] = suffix_graph.node_copy(node, lambda n: env[n])
+    return fx.GraphModule(gm, prefix_graph), fx.GraphModule(gm, suffix_graph)
