@@ -17,7 +17,9 @@ SpikingJelly's default). Every case is [T, B, N] input in multi-step mode:
 * ``f+b grad``: the same with ``node(x).backward(g)`` for a fixed random ``g``.
 
 The columns give the median milliseconds, the ratio of each implementation's time to spikeforge's fused time
-(> 1: slower than sf-fused), spikeforge's own f+b / fwd, the element rate of the f+b sum run, and the achieved
+(> 1: slower than sf-fused), each implementation's f+b sum / fwd, the same with the time of the input clone
+taken off (``x_seq.clone()`` alone, timed in the same run: from 32 MiB on, glibc maps every such tensor afresh,
+so the clone's page faults alone can cost twice a fused forward), the element rate of the f+b sum run, and the achieved
 bandwidth at the minimum traffic of a fused forward + backward (20 bytes per element: forward reads X and writes
 S, backward reads X and ∂L/∂S and writes ∂L/∂X) next to the bandwidth of ``Tensor.copy_`` on a 256 MiB tensor
 (DRAM-sized, not in cache).
@@ -56,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spikeforge import layer as sf_layer  # noqa: E402
 from spikeforge import neuron as sf_neuron  # noqa: E402
+from spikeforge.kernels import empty_cache as _sf_empty_cache  # noqa: E402
 
 TAU = 2.0
 ALPHA = {"ATan": 2.0, "Sigmoid": 4.0}
@@ -87,10 +90,14 @@ def _status_kib(field: str) -> int | None:
 
 
 class PeakMemory:
-    """Peak resident memory (MiB) above the level at entry; ``None`` where /proc is unavailable."""
+    """Peak resident memory (MiB) above the level at entry; ``None`` where /proc is unavailable.
+
+    On entry spikeforge's kernel output cache gives back its free buffers, so that memory the step maps (or
+    keeps free in the cache while it runs) counts as the step's, not as the level it starts from."""
 
     def __enter__(self):
         gc.collect()
+        _sf_empty_cache()
         self.base = _status_kib("VmRSS")
         try:
             Path("/proc/self/clear_refs").write_text("5")
@@ -404,8 +411,8 @@ def main(argv=None) -> None:
         copy_gbs = copy_bandwidth_gbs(args.repeats)
         print(f"Tensor.copy_ of 256 MiB: {copy_gbs:.1f} GB/s (read + write)")
         header = (f"{'neuron':6} {'surr':7} {'T':>4} {'B':>3} {'N':>6} {'impl':13} {'fwd ms':>8} {'f+b sum':>8} "
-                  f"{'f+b grad':>8} {'x fwd':>6} {'x sum':>6} {'x grad':>6} {'sum/fwd':>7} {'Gel/s':>6} "
-                  f"{'GB/s':>5}")
+                  f"{'f+b grad':>8} {'x fwd':>6} {'x sum':>6} {'x grad':>6} {'sum/fwd':>7} {'-clone':>6} "
+                  f"{'Gel/s':>6} {'GB/s':>5}")
         print(header)
         print("-" * len(header))
         for kind in args.neurons:
@@ -415,6 +422,7 @@ def main(argv=None) -> None:
                     if args.impls:
                         impls = {k: v for k, v in impls.items() if k in args.impls or k == "sf-fused"}
                     x_seq, grad = _case_tensors(T, B, N)
+                    clone_ms = _median_ms(x_seq.clone, args.repeats, args.min_seconds)
                     rows = {}
                     for name, (make, run) in impls.items():
                         rows[name] = time_case(make, run, x_seq, grad, args.repeats, args.min_seconds)
@@ -424,10 +432,13 @@ def main(argv=None) -> None:
                     for name, (fwd, fb_sum, fb_grad) in rows.items():
                         print(f"{kind:6} {surrogate_name:7} {T:>4} {B:>3} {N:>6} {name:13} {fwd:>8.2f} "
                               f"{fb_sum:>8.2f} {fb_grad:>8.2f} {fwd / base[0]:>6.2f} {fb_sum / base[1]:>6.2f} "
-                              f"{fb_grad / base[2]:>6.2f} {fb_sum / fwd:>7.2f} {numel / (fb_sum * 1e-3) / 1e9:>6.2f} "
-                              f"{20 * numel / (fb_grad * 1e-3) / 1e9:>5.1f}", flush=True)
+                              f"{fb_grad / base[2]:>6.2f} {fb_sum / fwd:>7.2f} {(fb_sum - clone_ms) / fwd:>6.2f} "
+                              f"{numel / (fb_sum * 1e-3) / 1e9:>6.2f} {20 * numel / (fb_grad * 1e-3) / 1e9:>5.1f}",
+                              flush=True)
+                    print(f"{'':44}x_seq.clone() alone: {clone_ms:.2f} ms", flush=True)
         print("x fwd / x sum / x grad: time relative to spikeforge's fused kernel (> 1 means slower than sf-fused);")
-        print("sum/fwd: f+b sum over the same implementation's forward; Gel/s: elements per second of f+b sum;")
+        print("sum/fwd: f+b sum over the same implementation's forward; -clone: the same with the clone's time taken")
+        print("off the f+b sum; Gel/s: elements per second of f+b sum;")
         print("GB/s: 20 bytes per element (the minimum traffic of a fused forward + backward) / f+b grad time.")
         if args.memory:
             print("\npeak memory of one forward + backward(g), MiB (separate process per case, mmap allocator)")

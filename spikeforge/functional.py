@@ -29,6 +29,7 @@ import torch.nn as nn
 from . import kernels as _kernels
 from . import surrogate as _surrogate
 from .base import MemoryModule, check_step_mode
+from .kernels import _alloc
 from .spec import (
     DEFAULT_SURROGATE,
     KernelFamily,
@@ -76,6 +77,10 @@ def initial_state(x_seq: torch.Tensor, v_init, spec: NeuronSpec, name: str = "v_
                              f"{tuple(step_shape)}; reset the state (functional.reset_net) before feeding "
                              "inputs of a new shape")
         return v_init if v_init.dtype == state_dtype else v_init.to(state_dtype)
+    if x_seq.device.type == "cpu" and not torch.compiler.is_compiling():
+        # eager: from the kernels' buffer cache, so no fresh (page-faulting) mapping per call; a compiled graph
+        # allocates its own (and Dynamo does not trace the cache's lock)
+        return _alloc.empty(step_shape, state_dtype).fill_(float(v_init))
     return torch.full(step_shape, float(v_init), dtype=state_dtype, device=x_seq.device)
 
 

@@ -11,7 +11,8 @@ dimensions, picks a kernel with :func:`~spikeforge.kernels.dispatch.select_kerne
   through a ``torch.autograd.Function``.
 
 The conversion-IF and group-LIF families have their own kernels (:mod:`.conversion`, :mod:`.group`) behind the
-same dispatch. Only :mod:`spikeforge.functional` calls into this package.
+same dispatch. Only :mod:`spikeforge.functional` calls into this package (and a user who wants the CPU
+kernels' cached output buffers back now: :func:`empty_cache`, :func:`cache_stats`, :mod:`._alloc`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from ..spec import KernelFamily, NeuronSpec
 from . import ops as _ops
+from ._alloc import cache_stats, empty_cache
 from .conversion import ConversionCpuKernel, ConversionReferenceKernel
 from .cpu import CpuKernel
 from .dispatch import (
@@ -54,8 +56,10 @@ __all__ = [
     "ReferenceKernel",
     "TritonKernel",
     "available_backends",
+    "cache_stats",
     "check_backend",
     "compute_dtype",
+    "empty_cache",
     "get_kernel",
     "neuron_multi_step",
     "register_kernel",

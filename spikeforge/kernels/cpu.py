@@ -46,8 +46,30 @@ from .reference import NeuronSpec, ReferenceKernel, compute_dtype
 
 logger = logging.getLogger("spikeforge.kernels")
 
-# Chunk sizing: backward keeps T rows of one chunk hot in cache while it walks them backwards.
-_BACKWARD_CACHE_BYTES = 256 * 1024
+
+def _l2_bytes(path: str = "/sys/devices/system/cpu/cpu0/cache") -> int | None:
+    """The per-core level-2 data cache in bytes, from Linux's sysfs; None where it cannot be read."""
+    try:
+        for index in sorted(os.listdir(path)):
+            base = os.path.join(path, index)
+            with open(os.path.join(base, "level")) as f:
+                level = f.read().strip()
+            with open(os.path.join(base, "type")) as f:
+                kind = f.read().strip()
+            if level == "2" and kind in ("Data", "Unified"):
+                with open(os.path.join(base, "size")) as f:
+                    text = f.read().strip().upper()
+                scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+                return int(text.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+# Chunk sizing: backward keeps T rows of one chunk hot in cache while it walks them backwards: half the core's
+# L2 (the other half holds the rows of x and of the spike gradient it streams through), 256 KiB when unknown.
+# On a 1 MiB-L2 core this took T=128 from 6.4 to 5.3 ms against a fixed 256 KiB.
+_BACKWARD_CACHE_BYTES = max(128 << 10, min(4 << 20, (_l2_bytes() or (512 << 10)) // 2))
 _MAX_CHUNK = 4096
 _MIN_CHUNK = 64
 _VECTOR = 16  # chunks are multiples of this many neurons, so the vector loops have no ragged middle
@@ -171,8 +193,14 @@ def _mark_broken(exc: Exception) -> None:
 
 
 def _chunk_size(T: int) -> int:
+    """Neurons per backward chunk: its T rows of H fit in :data:`_BACKWARD_CACHE_BYTES`."""
     chunk = max(_MIN_CHUNK, min(_MAX_CHUNK, _BACKWARD_CACHE_BYTES // (4 * max(T, 1))))
     return chunk // _VECTOR * _VECTOR
+
+
+# The forward revisits nothing, so its chunk only bounds the chunk-local membrane (16 KiB, in L1); long row
+# segments stream better than page-sized ones (T=128, one thread: 6.0 ms at 1024 neurons, 4.4 ms at 4096).
+_FORWARD_CHUNK = _MAX_CHUNK
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -185,7 +213,7 @@ def _pool() -> ThreadPoolExecutor:
     return pool
 
 
-def _run_split(kernel, args: tuple, T: int, M: int, key) -> list:
+def _run_split(kernel, args: tuple, T: int, M: int, key, chunk: int) -> list:
     """Call ``kernel(*args, chunk, begin, end)`` over neuron ranges covering [0, M), on torch's thread count.
 
     The kernels release the GIL, so plain Python threads run them in parallel. There are a few more ranges
@@ -193,7 +221,6 @@ def _run_split(kernel, args: tuple, T: int, M: int, key) -> list:
     A ``key`` not seen before is first compiled here, in the calling thread, by a call over the empty range
     [0, 0) (no work, so the split and the results are those of every later call).
     """
-    chunk = _chunk_size(T)
     if key not in _compiled:
         compile_call(key, kernel, *args, chunk, 0, 0)
     threads = max(1, torch.get_num_threads())
@@ -258,14 +285,14 @@ class CpuKernel:
             spike_view, one_bits = spike_seq.view(torch.int16), np.int16(_ONE_BITS[x_seq.dtype])
         else:
             spike_view, one_bits = spike_seq, np.dtype(str(cdt).replace("torch.", "")).type(1.0)
-        v_last = torch.empty(M, dtype=cdt)
-        v_seq = _alloc.empty((T, M), cdt) if store_v_seq else torch.empty((1, 1), dtype=cdt)
+        v_last = _alloc.empty((M,), cdt)
+        v_seq = _alloc.empty((T, M), cdt) if store_v_seq else _zero_rows(1, cdt)
         xn = _np(x)
         one, d, v_r, vth = _scalars(decay, spec, xn.dtype)
         try:
             args = (xn, _np(v_init), _np(spike_view), one_bits, _np(v_last), _np(v_seq), bool(store_v_seq), one,
                     d, v_r, vth, spec.leaky, spec.decay_input, spec.v_reset is not None, spec.fire_on_tie)
-            _run_split(kernels[0], args, T, M, ("cpu.forward", xn.dtype, spike_view.dtype))
+            _run_split(kernels[0], args, T, M, ("cpu.forward", xn.dtype, spike_view.dtype), _FORWARD_CHUNK)
         except Exception as exc:
             _mark_broken(exc)
             return _reference_forward(x_seq, v0, decay, spec, store_v_seq)
@@ -286,9 +313,9 @@ class CpuKernel:
         gvs, gvs_stride = _time_rows(grad_v_seq, T, M, cdt)
         if grad_v_seq is None:
             gvs_stride = -1  # nothing reached v_seq: the kernel skips that term
-        gvl = torch.zeros(M, dtype=cdt) if grad_v_last is None else grad_v_last.to(cdt).contiguous()
+        gvl = _zero_rows(M, cdt)[0] if grad_v_last is None else grad_v_last.to(cdt).contiguous()
         grad_x = _alloc.empty((T, M), cdt)
-        grad_v0 = torch.empty(M, dtype=cdt)
+        grad_v0 = _alloc.empty((M,), cdt)
         xn = _np(x)
         one, d, v_r, vth = _scalars(decay, spec, xn.dtype)
         try:
@@ -296,7 +323,7 @@ class CpuKernel:
                     bool(need_decay_grad), one, d, v_r, vth, spec.leaky, spec.decay_input, spec.v_reset is not None,
                     spec.fire_on_tie, spec.detach_reset,
                     int(spec.surrogate_id), _surrogate_constants(spec, xn.dtype))
-            partials = _run_split(kernels[1], args, T, M, ("cpu.backward", xn.dtype))
+            partials = _run_split(kernels[1], args, T, M, ("cpu.backward", xn.dtype), _chunk_size(T))
         except Exception as exc:
             _mark_broken(exc)
             return _reference_backward(saved, grad_spike, grad_v_last, grad_v_seq, decay, spec, need_decay_grad)
@@ -310,10 +337,23 @@ def _time_rows(grad: torch.Tensor | None, T: int, M: int, cdt: torch.dtype) -> t
     tensor whose time stride is 0: materialising it would write T·M floats just to read them once) or when the
     gradient is absent (zeros)."""
     if grad is None:
-        return torch.zeros((1, M), dtype=cdt), 0
+        return _zero_rows(M, cdt), 0
     if T > 1 and grad.stride(0) == 0:
         return grad[:1].to(cdt).contiguous(), 0
     return grad.to(cdt).contiguous(), 1
+
+
+_ZEROS: dict[torch.dtype, torch.Tensor] = {}
+
+
+def _zero_rows(M: int, cdt: torch.dtype) -> torch.Tensor:
+    """A [1, M] row of zeros that the kernels only read (an absent gradient): one per dtype, kept and grown, so
+    a backward without ∂L/∂V allocates (and page-faults) nothing for it."""
+    zeros = _ZEROS.get(cdt)
+    if zeros is None or zeros.numel() < M:
+        zeros = torch.zeros(max(M, 1), dtype=cdt)
+        _ZEROS[cdt] = zeros
+    return zeros[:M].view(1, M)
 
 
 def _reference_forward(x_seq, v0, decay, spec, store_v_seq):
