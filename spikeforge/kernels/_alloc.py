@@ -15,10 +15,10 @@ changes):
   same size (rounded up to whole pages, and to 2 MiB from 2 MiB on) gets that memory back without a fault or
   a page clear: a training loop asks for the same shapes every step. A mapping counts as free when nothing
   holds its buffer any more: every tensor, view or numpy array over it releases its buffer export when it
-  dies, which CPython's reference count of the mapping shows exactly. Free mappings beyond
-  ``SPIKEFORGE_BUFFER_CACHE_MB`` (default 1024) are unmapped, oldest first; :func:`empty_cache` unmaps all
-  free ones now (as ``torch.cuda.empty_cache`` does on the GPU); ``SPIKEFORGE_BUFFER_CACHE_MB=0`` turns reuse
-  off. The cache is per process (a forked DataLoader worker starts with an empty one), and off where reference
+  dies, which CPython's reference count of the mapping shows exactly. When a new mapping is made, free ones
+  beyond ``SPIKEFORGE_BUFFER_CACHE_MB`` (default 1024) are unmapped, oldest first; :func:`empty_cache` unmaps
+  all free ones now (as ``torch.cuda.empty_cache`` does on the GPU); ``SPIKEFORGE_BUFFER_CACHE_MB=0`` turns
+  reuse off. The cache is per process (a forked DataLoader worker starts with an empty one), and off where reference
   counts are not exact (interpreters other than CPython, or CPython without the GIL).
 * **Huge pages.** New mappings of at least 4 MiB ask for transparent huge pages
   (``madvise(MADV_HUGEPAGE)``, before the first write), which turns the 8192 faults of a fresh 32 MiB output
@@ -148,8 +148,7 @@ class BufferCache:
 
     def empty(self, shape, dtype: torch.dtype) -> torch.Tensor:
         numel = math.prod(shape)
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        nbytes = max(numel * itemsize, 1)
+        nbytes = max(numel * dtype.itemsize, 1)
         grain = _HUGE_PAGE if nbytes >= _HUGE_PAGE else mmap.PAGESIZE
         nbytes = -(-nbytes // grain) * grain
         with self._lock:
@@ -165,11 +164,10 @@ class BufferCache:
                     except (OSError, AttributeError):
                         pass
                 same.append(buffer)
+                self._trim(keep=buffer)  # only a new mapping can take the free bytes over the limit
             buffer.stamp = self._clock
             # The export is taken inside the lock, so no other thread can see this mapping as free.
-            out = torch.frombuffer(buffer.mm, dtype=dtype, count=numel).view(shape)
-            self._trim(keep=buffer)
-        return out
+            return torch.frombuffer(buffer.mm, dtype=dtype, count=numel).view(shape)
 
     def _trim(self, keep: _Buffer | None = None, limit: int | None = None) -> int:
         """Unmap free mappings, oldest first, until the free bytes are within ``limit``; returns bytes unmapped."""
@@ -224,8 +222,7 @@ def empty(shape, dtype: torch.dtype) -> torch.Tensor:
     """An uninitialised contiguous CPU tensor for a kernel output: from the buffer cache from 128 KiB on, else
     ``torch.empty`` (with huge pages asked for from 4 MiB on when the cache is off)."""
     shape = tuple(shape)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    nbytes = math.prod(shape) * itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     if nbytes >= _MIN_BYTES and _cache is not None:
         return _cache.empty(shape, dtype)
     out = torch.empty(shape, dtype=dtype)

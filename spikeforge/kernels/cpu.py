@@ -37,6 +37,7 @@ import signal
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,17 +51,11 @@ logger = logging.getLogger("spikeforge.kernels")
 def _l2_bytes(path: str = "/sys/devices/system/cpu/cpu0/cache") -> int | None:
     """The per-core level-2 data cache in bytes, from Linux's sysfs; None where it cannot be read."""
     try:
-        for index in sorted(os.listdir(path)):
-            base = os.path.join(path, index)
-            with open(os.path.join(base, "level")) as f:
-                level = f.read().strip()
-            with open(os.path.join(base, "type")) as f:
-                kind = f.read().strip()
+        for index in sorted(Path(path).glob("index*")):
+            level, kind = (index / "level").read_text().strip(), (index / "type").read_text().strip()
             if level == "2" and kind in ("Data", "Unified"):
-                with open(os.path.join(base, "size")) as f:
-                    text = f.read().strip().upper()
-                scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
-                return int(text.rstrip("KM")) * scale
+                text = (index / "size").read_text().strip().upper()
+                return int(text.rstrip("KM")) * {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
     except (OSError, ValueError):
         return None
     return None
