@@ -20,6 +20,7 @@ or spikeforge's step-mode ones) by :class:`SyncBatchNorm`, whose training statis
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -102,8 +103,14 @@ def init_distributed(device: torch.device | str | None = None, backend: str | No
 
 
 def cleanup() -> None:
-    """Leave the process group (if one was joined)."""
+    """Leave the process group (if one was joined); called from the examples' ``finally``.
+
+    On the success path it first waits for every rank: a worker that is done early (the non-main ranks skip the
+    outputs) tearing its group down while rank 0 still runs aborted at exit now and then ("terminate called
+    without an active exception"). Not while an exception is propagating: then torchrun stops the others."""
     if dist.is_available() and dist.is_initialized():
+        if sys.exc_info()[0] is None:
+            dist.barrier()
         dist.destroy_process_group()
 
 
